@@ -1,0 +1,31 @@
+"""The velocity network's conv block: Conv1d(k=3) + GroupNorm + FiLM + SiLU."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from flowfm_kernels import dispatch
+from flowfm_kernels.conv_block.reference import conv_block_ref
+
+dispatch.register("conv_block", {
+    "eager": "flowfm_kernels.conv_block.reference:conv_block_ref",
+    "triton": "flowfm_kernels.conv_block.triton:conv_block_triton",
+}, cuda_preference=("triton", "eager"))
+
+
+def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+               gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+               scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int,
+               eps: float = 1e-5, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Conv1d(k=3, padding 1) + GN + FiLM + SiLU; see :func:`conv_block_ref`. Differentiable."""
+    if x.dim() != 3 or weight.dim() != 3 or weight.shape[1] != x.shape[1] or weight.shape[2] != 3:
+        raise ValueError(f"conv_block expects x (B, Cin, L) and weight (Cout, Cin, 3); got x {tuple(x.shape)}, "
+                         f"weight {tuple(weight.shape)}")
+    if weight.shape[0] % num_groups:
+        raise ValueError(f"output channels ({weight.shape[0]}) must be divisible by num_groups ({num_groups})")
+    fn = dispatch.implementation("conv_block", backend, x.device)
+    return fn(x, weight, bias, gamma, beta, scale, shift, num_groups, eps)
+
+
+__all__ = ["conv_block", "conv_block_ref"]

@@ -1,0 +1,152 @@
+"""Backend selection for every FlowFM kernel.
+
+Each op (``gn_film_silu``, ``conv_block``, ``flow_matching_loss``, ``interpolate``, the ODE steps) has up to three
+implementations, registered here by *import path* so that importing :mod:`flowfm_kernels` never imports Triton or
+the compiled CUDA module:
+
+``eager``   plain PyTorch, the reference every other backend is tested against; always available.
+``triton``  Triton kernels; on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` (tests only: slow).
+``cuda``    the CUDA C++ kernels of ``csrc/`` through ``flowfm_kernels._C`` (or CuPy/NVRTC JIT); CUDA tensors only.
+
+Choosing:
+``backend=None`` reads ``FLOWFM_BACKEND`` (default ``"auto"``).
+``"auto"`` takes, per op, the first available of the op's preference list for the tensor's device (CUDA:
+``cuda`` > ``triton`` > ``eager`` unless an op says otherwise; CPU: ``eager``). If a preferred GPU backend is
+missing on a CUDA device, it falls back and warns once per (op, backend) with the reason.
+An explicit ``"triton"`` / ``"cuda"`` that cannot run raises :class:`BackendUnavailableError` with the reason.
+
+Environment variables: ``FLOWFM_BACKEND`` (auto|eager|triton|cuda), ``TRITON_INTERPRET`` (1 lets the triton
+backend run on CPU tensors).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import warnings
+from typing import Callable, Optional
+
+import torch
+
+BACKENDS = ("eager", "triton", "cuda")
+_VALID_REQUESTS = ("auto",) + BACKENDS
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says why."""
+
+
+# op name -> backend -> "module:function"
+_REGISTRY: dict[str, dict[str, str]] = {}
+# op name -> preference order on CUDA devices under "auto"
+_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {}
+_warned: set[tuple[str, str]] = set()
+
+
+def register(op: str, implementations: dict[str, str], cuda_preference: tuple[str, ...] = ("cuda", "triton", "eager")):
+    """Register the implementations of ``op`` as ``{"eager": "pkg.mod:fn", ...}`` (imported lazily)."""
+    unknown = set(implementations) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)} for op {op!r}; expected a subset of {BACKENDS}")
+    if "eager" not in implementations:
+        raise ValueError(f"op {op!r} needs an eager reference implementation")
+    _REGISTRY[op] = dict(implementations)
+    _CUDA_PREFERENCE[op] = tuple(b for b in cuda_preference if b in implementations)
+
+
+def registered_ops() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def requested_backend(backend: Optional[str] = None) -> str:
+    """The backend the caller asked for: ``backend`` if given, else ``$FLOWFM_BACKEND``, else ``"auto"``."""
+    name = backend if backend is not None else os.environ.get("FLOWFM_BACKEND", "auto")
+    name = name.strip().lower()
+    if name not in _VALID_REQUESTS:
+        source = "backend=" if backend is not None else "FLOWFM_BACKEND="
+        raise ValueError(f"{source}{name!r} is not a backend; expected one of {_VALID_REQUESTS}")
+    return name
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> Optional[str]:
+    if importlib.util.find_spec("triton") is None:
+        return "the 'triton' package is not installed (pip install triton; Linux only)"
+    try:
+        importlib.import_module("triton")
+        importlib.import_module("triton.language")
+    except Exception as exc:  # a broken triton install must not break flowfm
+        return f"importing triton failed: {exc!r}"
+    return None
+
+
+def backend_unavailable_reason(backend: str, device: torch.device | str = "cpu") -> Optional[str]:
+    """``None`` if ``backend`` can run on ``device``, else a one-line reason."""
+    device = torch.device(device)
+    if backend == "eager":
+        return None
+    if backend == "triton":
+        reason = _triton_import_error()
+        if reason:
+            return reason
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu" and triton_interpreting():
+            return None
+        return (f"triton kernels need a CUDA tensor (got device {device.type!r}); set TRITON_INTERPRET=1 to run "
+                "them on CPU through the Triton interpreter (slow, for testing)")
+    if backend == "cuda":
+        if device.type != "cuda":
+            return f"the cuda backend needs a CUDA tensor (got device {device.type!r})"
+        from flowfm_kernels.cuda import loader  # local: keeps import light
+
+        return loader.unavailable_reason()
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+
+
+def _load(path: str) -> Callable:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def resolve(op: str, backend: Optional[str], device: torch.device | str) -> str:
+    """The concrete backend that runs ``op`` for a tensor on ``device`` given the user's request."""
+    if op not in _REGISTRY:
+        raise KeyError(f"no op named {op!r}; registered: {registered_ops()}")
+    device = torch.device(device)
+    impls = _REGISTRY[op]
+    request = requested_backend(backend)
+    if request != "auto":
+        if request not in impls:
+            raise BackendUnavailableError(f"op {op!r} has no {request!r} implementation (has: {sorted(impls)})")
+        reason = backend_unavailable_reason(request, device)
+        if reason:
+            raise BackendUnavailableError(f"backend {request!r} for op {op!r} is unavailable: {reason}")
+        return request
+    if device.type != "cuda":
+        return "eager"
+    preference = _CUDA_PREFERENCE[op]
+    for candidate in preference:
+        reason = backend_unavailable_reason(candidate, device)
+        if reason is None:
+            return candidate
+        if (op, candidate) not in _warned:
+            _warned.add((op, candidate))
+            warnings.warn(f"flowfm: backend {candidate!r} for op {op!r} unavailable ({reason}); falling back",
+                          RuntimeWarning, stacklevel=3)
+    return "eager"
+
+
+def implementation(op: str, backend: Optional[str], device: torch.device | str) -> Callable:
+    """The callable implementing ``op`` for ``device`` under the request ``backend``."""
+    return _load(_REGISTRY[op][resolve(op, backend, device)])
+
+
+def available_backends(device: torch.device | str = "cpu") -> dict[str, Optional[str]]:
+    """``{backend: None if available else reason}`` for ``device``."""
+    return {b: backend_unavailable_reason(b, device) for b in BACKENDS}

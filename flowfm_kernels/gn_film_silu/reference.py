@@ -1,0 +1,28 @@
+"""Eager PyTorch reference of the GN + FiLM + SiLU tail of the conv block.
+
+    y[b, c, l] = SiLU( (xhat[b, c, l] * gamma[c] + beta[c]) * (1 + scale[b, c]) + shift[b, c] )
+    xhat = (h - mean_{b,g}) / sqrt(var_{b,g} + eps),   statistics over the C/G channels of group g and all L.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def gn_film_silu_ref(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                     scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int,
+                     eps: float = 1e-5) -> torch.Tensor:
+    """h (B, C, L); gamma, beta (C,) or None; scale, shift (B, C) or None -> y (B, C, L), dtype of h.
+
+    Low-precision inputs are computed in float32 and cast back, like the fused kernels.
+    """
+    dtype = h.dtype
+    y = F.group_norm(h.float(), num_groups, None if gamma is None else gamma.float(),
+                     None if beta is None else beta.float(), eps)
+    if scale is not None:
+        y = y * (1 + scale.float()[:, :, None])
+    if shift is not None:
+        y = y + shift.float()[:, :, None]
+    return F.silu(y).to(dtype)

@@ -1,0 +1,4 @@
+"""Build script. Pure-Python install by default; the CUDA C++ extension is added by the CUDA build logic."""
+from setuptools import setup
+
+setup()
