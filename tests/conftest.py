@@ -1,10 +1,13 @@
-"""Shared pytest setup: the ``gpu`` marker skips without CUDA; tests run single-threaded-deterministic on CPU."""
+"""Shared pytest setup: the ``gpu`` marker skips without CUDA; one torch thread on CPU."""
 import os
 
 import pytest
 import torch
 
 os.environ.setdefault("FLOWFM_BACKEND", "auto")
+# Test models are tiny: one intra-op thread is as fast and immune to OpenMP spin-wait collapse when the CPU is
+# shared (2 threads on 2 busy cores made a tiny backward pass 100x slower here).
+torch.set_num_threads(int(os.environ.get("FLOWFM_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,5 @@
+import sys
+
+from flowfm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""Checkpoint folders: weights in safetensors, everything else in JSON; written atomically, loaded without pickle.
+
+A model folder holds
+
+    model.safetensors   every parameter and buffer (the normaliser's mean/std included)
+    config.json         {"format": "flowfm-checkpoint", "version": 1, "method": ..., "config": {...},
+                         "normalizer": {"mean": [...], "std": [...]}, "weights_sha256": ..., "metadata": {...}}
+
+A training checkpoint adds ``train_state.safetensors`` + ``train_state.json`` (optimiser, scheduler, EMA, RNG,
+epoch) through :func:`write_state` / :func:`read_state`, which split any nested state into tensors and JSON.
+The SHA-256 of the weights file is checked on load, so a tampered or truncated file is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from flowfm.data.atomic import atomic_dir
+
+FORMAT, VERSION = "flowfm-checkpoint", 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete, tampered with or of an unknown format."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model_classes() -> dict:
+    from flowfm.model import FlowFM
+
+    classes = {"flowfm": FlowFM}
+    try:
+        from flowfm.baselines import MODEL_CLASSES
+        classes.update(MODEL_CLASSES)
+    except ImportError:
+        pass
+    return classes
+
+
+def model_method(model) -> str:
+    return getattr(model, "method", "flowfm")
+
+
+def write_model_files(model, folder: Path, metadata: Optional[dict] = None) -> None:
+    """Write model.safetensors + config.json into an existing folder (callers make the folder atomic)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    doc = {
+        "format": FORMAT, "version": VERSION, "method": model_method(model), "config": model.config.to_dict(),
+        "normalizer": {"mean": model.normalizer.mean.tolist(), "std": model.normalizer.std.tolist()},
+        "weights_sha256": _sha256(folder / WEIGHTS), "metadata": metadata or {},
+    }
+    (folder / CONFIG).write_text(json.dumps(doc, indent=2))
+
+
+def save_model(model, path, metadata: Optional[dict] = None) -> Path:
+    """Write ``model`` to the folder ``path`` atomically (a crash leaves the old folder or none, never half)."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_model_files(model, Path(tmp), metadata)
+    return path
+
+
+def read_config(path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist (expected a folder with {WEIGHTS} and "
+                              f"{CONFIG})")
+    for name in (WEIGHTS, CONFIG):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+    try:
+        doc = json.loads((path / CONFIG).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path / CONFIG} is not valid JSON: {exc}") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise CheckpointError(f"{path / CONFIG} is not a {FORMAT} v{VERSION} file "
+                              f"(format={doc.get('format')!r}, version={doc.get('version')!r})")
+    return doc
+
+
+def load_model(path, map_location="cpu", backend: Optional[str] = None):
+    """Rebuild the model saved in ``path``: same class, config, weights and buffers (bit-identical outputs)."""
+    path = Path(path)
+    doc = read_config(path)
+    actual = _sha256(path / WEIGHTS)
+    if actual != doc.get("weights_sha256"):
+        raise CheckpointError(f"{path / WEIGHTS} does not match the checksum recorded in {CONFIG} "
+                              f"(file was modified or truncated)")
+    classes = _model_classes()
+    method = doc.get("method", "flowfm")
+    if method not in classes:
+        raise CheckpointError(f"checkpoint method {method!r} is unknown; known: {sorted(classes)}")
+    cls = classes[method]
+    try:
+        config = cls.config_type.from_dict(doc["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / CONFIG} holds an invalid config: {exc}") from None
+    model = cls(config, backend=backend)
+    try:
+        state = load_file(str(path / WEIGHTS), device=str(map_location))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path / WEIGHTS}: {exc}") from None
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(f"{path / WEIGHTS} does not fit the config: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    model.load_state_dict(state)
+    model.checkpoint_metadata = doc.get("metadata", {})
+    return model.to(map_location)
+
+
+# ---------------------------------------------------------------------------------------------- nested state
+def _split(obj: Any, prefix: str, tensors: dict) -> Any:
+    if torch.is_tensor(obj):
+        tensors[prefix] = obj.detach().contiguous().cpu()
+        return {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_split(k, f"{prefix}.k{i}", tensors), _split(v, f"{prefix}.{i}", tensors)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        items = [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} at {prefix!r} in a checkpoint (tensors, dicts, lists, "
+                    "tuples, numbers, strings and None only)")
+
+
+def _join(obj: Any, tensors: dict) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {_join(k, tensors): _join(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_join(v, tensors) for v in obj["__tuple__"])
+    if isinstance(obj, list):
+        return [_join(v, tensors) for v in obj]
+    return obj
+
+
+def write_state(folder, name: str, state: Any) -> None:
+    """Store a nested structure of tensors/dicts/lists/scalars as ``name``.safetensors + ``name``.json."""
+    folder = Path(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split(state, "s", tensors)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps({"sha256": _sha256(folder / f"{name}.safetensors"),
+                                                     "state": skeleton}))
+
+
+def read_state(folder, name: str) -> Any:
+    folder = Path(folder)
+    for suffix in (".safetensors", ".json"):
+        if not (folder / f"{name}{suffix}").is_file():
+            raise CheckpointError(f"checkpoint {folder} is incomplete: {name}{suffix} is missing")
+    doc = json.loads((folder / f"{name}.json").read_text())
+    if _sha256(folder / f"{name}.safetensors") != doc.get("sha256"):
+        raise CheckpointError(f"{folder / (name + '.safetensors')} does not match its recorded checksum")
+    return _join(doc["state"], load_file(str(folder / f"{name}.safetensors")))

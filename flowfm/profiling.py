@@ -1,0 +1,33 @@
+"""NVTX ranges for Nsight Systems: ``with nvtx_range("flowfm/encode"): ...``.
+
+Ranges are pushed only when a CUDA device is in use, through the ``nvtx`` package (or ``torch.cuda.nvtx`` when that
+package is missing); on CPU-only runs :func:`nvtx_range` returns a shared no-op context (no allocation, no call).
+Names used: ``flowfm/encode``, ``flowfm/velocity``, ``flowfm/solver_step``, ``flowfm/loss``, ``flowfm/backward``,
+``flowfm/optimizer_step``, ``flowfm/sample``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+_NOOP = contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=1)
+def _annotate():
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import nvtx
+
+        return lambda name: nvtx.annotate(name, domain="flowfm")
+    except ImportError:
+        return torch.cuda.nvtx.range
+
+
+def nvtx_range(name: str):
+    """A context manager marking ``name`` on the NVTX timeline when CUDA is available, else a no-op."""
+    annotate = _annotate()
+    return _NOOP if annotate is None else annotate(name)

@@ -1,0 +1,175 @@
+"""The pretraining loop shared by FlowFM and the baselines: any model with ``loss(x, generator=...)``.
+
+AdamW, warm-up + cosine schedule, gradient clipping, optional weight EMA, a seeded ``torch.Generator`` for every
+random draw of the objective, a per-epoch data order derived from (seed, epoch), tqdm progress with loss and
+windows/s, and an atomic checkpoint folder per epoch. ``resume=True`` restores model, optimiser, scheduler, EMA,
+generator and epoch, so a resumed run ends with the same weights as an uninterrupted one. A NaN/inf loss stops the
+run with :class:`TrainingDivergedError`; the last good checkpoint stays untouched.
+
+Layout of ``out_dir``: ``checkpoints/epoch_0003/`` (model files + train_state), ``checkpoints/latest`` (name of
+the newest complete one), ``model/`` (final weights: the EMA weights when EMA is on), ``history.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flowfm.checkpoint import read_state, save_model, write_model_files, write_state
+from flowfm.data.atomic import atomic_dir, atomic_write_text
+from flowfm.profiling import nvtx_range
+from flowfm.training.schedule import warmup_cosine
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: Optional[float] = 1.0
+    ema_decay: Optional[float] = None
+    seed: int = 0
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The data order of an epoch: a permutation of range(n) that depends only on (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _batches(x, order: np.ndarray, batch_size: int, device):
+    usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
+    for start in range(0, usable, batch_size):
+        idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
+        yield torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
+
+
+def _make_ema(model, decay):
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    pointer = ckpt_dir / "latest"
+    if not pointer.is_file():
+        return None
+    path = ckpt_dir / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True,
+             device=None, on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> list[dict]:
+    """Train ``model`` on windows x (N, C, L) (numpy / memmap) and write checkpoints under ``out_dir``.
+
+    Returns the per-epoch history (loss, seconds, windows/s, lr). ``on_epoch_end(epoch, record)`` is called after
+    each epoch's checkpoint (e.g. for probe evaluation)."""
+    out_dir, device = Path(out_dir), torch.device(device or "cpu")
+    ckpt_dir = out_dir / "checkpoints"
+    model.to(device).train()
+    n = len(x)
+    steps_per_epoch = max(1, n // config.batch_size) if n >= config.batch_size else 1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, config.epochs * steps_per_epoch, config.warmup_steps, config.min_lr_ratio)
+    ema = _make_ema(model, config.ema_decay)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    history: list[dict] = []
+    start_epoch = 0
+
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if resume and latest is None:
+        raise FileNotFoundError(f"--resume: no complete checkpoint under {ckpt_dir}")
+    if latest is not None:
+        state = read_state(latest, "train_state")
+        from flowfm.checkpoint import load_model
+
+        model.load_state_dict(load_model(latest).state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        history, start_epoch = json.loads(state["history"]), int(state["epoch"]) + 1
+
+    for epoch in range(start_epoch, config.epochs):
+        t0, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device),
+                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                   leave=False)
+        for step, batch in enumerate(bar):
+            loss = model.loss(batch, generator=generator)
+            if not torch.isfinite(loss):
+                good = _latest_checkpoint(ckpt_dir)
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. Last good "
+                    f"checkpoint: {good if good else 'none yet'} (resume from it with a lower --lr)")
+            optimizer.zero_grad(set_to_none=True)
+            with nvtx_range("flowfm/backward"):
+                loss.backward()
+            with nvtx_range("flowfm/optimizer_step"):
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+            total, count = total + loss.item() * len(batch), count + len(batch)
+            bar.set_postfix(loss=f"{total / count:.4f}",
+                            win_s=f"{count / (time.perf_counter() - t0):.0f}")
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": seconds,
+                  "windows_per_s": count / seconds, "lr": scheduler.get_last_lr()[0]}
+        history.append(record)
+        _save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, ema, generator, history, config)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {seconds:.1f}s  "
+                       f"{record['windows_per_s']:.0f} windows/s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    final = ema.module if ema is not None else model
+    save_model(final, out_dir / "model", {"train": dataclasses.asdict(config), "history": history})
+    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2))
+    return history
+
+
+def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
+    name = f"epoch_{epoch + 1:04d}"
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "epoch": epoch, "history": json.dumps(history),
+             "train_config": dataclasses.asdict(config)}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    with atomic_dir(ckpt_dir / name) as tmp:
+        write_model_files(model, Path(tmp), {"epoch": epoch + 1})
+        write_state(tmp, "train_state", state)
+    atomic_write_text(ckpt_dir / "latest", name)
+    complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir())
+    for old in complete[:-config.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
