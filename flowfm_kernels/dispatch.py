@@ -15,8 +15,12 @@ Choosing:
 missing on a CUDA device, it falls back and warns once per (op, backend) with the reason.
 An explicit ``"triton"`` / ``"cuda"`` that cannot run raises :class:`BackendUnavailableError` with the reason.
 
-Environment variables: ``FLOWFM_BACKEND`` (auto|eager|triton|cuda), ``TRITON_INTERPRET`` (1 lets the triton
-backend run on CPU tensors).
+Environment variables:
+``FLOWFM_BACKEND``               auto | eager | triton | cuda (default auto)
+``TRITON_INTERPRET``             1 lets the triton backend run on CPU tensors (Triton's interpreter; tests)
+``FLOWFM_TRITON_DOT_PRECISION``  tf32 (default) | tf32x3 | ieee: precision of fp32 ``tl.dot`` in the conv kernels
+``FLOWFM_DEBUG_NAN_POISON``      1 fills the kernels' internal buffers with NaN first (tests: catches unwritten
+                                 elements)
 """
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ def gn_film_silu_ref(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optio
     Low-precision inputs are computed in float32 and cast back, like the fused kernels.
     """
     dtype = h.dtype
+    if gamma is None and beta is not None:  # F.group_norm's backward fails for (weight=None, bias=tensor)
+        gamma = torch.ones_like(beta)
     y = F.group_norm(h.float(), num_groups, None if gamma is None else gamma.float(),
                      None if beta is None else beta.float(), eps)
     if scale is not None:
