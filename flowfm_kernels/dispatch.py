@@ -21,6 +21,9 @@ Environment variables:
 ``FLOWFM_TRITON_DOT_PRECISION``  tf32 (default) | tf32x3 | ieee: precision of fp32 ``tl.dot`` in the conv kernels
 ``FLOWFM_DEBUG_NAN_POISON``      1 fills the kernels' internal buffers with NaN first (tests: catches unwritten
                                  elements)
+``FLOWFM_CUDA_IMPL``             auto | ext | jit: the compiled ``_C`` module, the CuPy/NVRTC JIT build, or either
+``FLOWFM_BUILD_CUDA``            (install time) auto | 1 | 0: build ``flowfm_kernels._C`` with nvcc
+``FLOWFM_CUDA_ARCH``             (install time) GPU architectures for nvcc, default sm_90
 """
 from __future__ import annotations
 
