@@ -32,9 +32,22 @@ def cmd_pretrain(args) -> int:
     import numpy as np
     import torch
 
-    from flowfm.config import FlowFMConfig
-    from flowfm.model import FlowFM
+    from flowfm.baselines import build_model
     from flowfm.training import TrainConfig, pretrain
+
+    method = getattr(args, "method", "flowfm")
+    # generator flags: (value, default, methods they apply to); a non-default value for another method is an error
+    generator_flags = {
+        "--encoder-view": (args.encoder_view, "augment", ("flowfm", "diffusion")),
+        "--p-uncond": (args.p_uncond, 0.1, ("flowfm", "diffusion")),
+        "--stop-grad-encoder": (args.stop_grad_encoder, False, ("flowfm", "diffusion")),
+        "--sigma-min": (args.sigma_min, 0.0, ("flowfm",)),
+        "--t-sampling": (args.t_sampling, "uniform", ("flowfm",)),
+    }
+    if not args.resume:
+        for flag, (value, default, methods) in generator_flags.items():
+            if method not in methods and value != default:
+                raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
     datasets = [_dataset(spec) for spec in args.data]
     x = datasets[0].x if len(datasets) == 1 else np.concatenate([d.x for d in datasets])
@@ -49,13 +62,15 @@ def cmd_pretrain(args) -> int:
             print(f"error: --resume but no complete checkpoint under {out / 'checkpoints'}", file=sys.stderr)
             return 2
         model = load_model(latest, backend=args.backend)
+        if method != "flowfm" and model.method != method:
+            raise ValueError(f"--method {method} but {latest} holds a {model.method} model")
         train_cfg = TrainConfig(**json.loads((out / "train_config.json").read_text()))
     else:
         torch.manual_seed(args.seed)
-        cfg = FlowFMConfig(preset=args.preset, in_channels=x.shape[1], window=x.shape[2],
-                           encoder_view=args.encoder_view, p_uncond=args.p_uncond, sigma_min=args.sigma_min,
-                           t_sampling=args.t_sampling, stop_grad_encoder=args.stop_grad_encoder)
-        model = FlowFM(cfg, backend=args.backend).fit_normalizer(x)
+        config_kwargs = dict(preset=args.preset, in_channels=x.shape[1], window=x.shape[2])
+        config_kwargs.update({flag.lstrip("-").replace("-", "_"): value
+                              for flag, (value, _, methods) in generator_flags.items() if method in methods})
+        model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                 grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed)
@@ -181,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain a model on unlabelled windows")
     p.add_argument("--data", nargs="+", default=["hapt"], help="'hapt' or folders in the X.npy/pid.npy layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", default="flowfm", choices=["flowfm"])
+    p.add_argument("--method", default="flowfm", choices=["flowfm", "diffusion", "ssl-wearables"],
+                   help="flowfm (the method), diffusion (the same networks as a DDPM) or ssl-wearables (multi-task "
+                        "self-supervision on the same encoder); all train with the same TrainConfig")
     p.add_argument("--preset", default="small", choices=["small", "harnet10", "tiny"])
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
@@ -223,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--cond-data", default=None, help="condition on n random windows of this dataset")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--method", default="heun", choices=["euler", "midpoint", "heun", "rk4"])
+    p.add_argument("--method", default="heun", choices=["euler", "midpoint", "heun", "rk4", "ddpm", "ddim"],
+                   help="ODE solver (flowfm) or sampler (diffusion checkpoints: ddpm needs --steps 1000)")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
