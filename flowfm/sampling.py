@@ -18,7 +18,8 @@ from typing import Optional
 import torch
 
 from flowfm.profiling import nvtx_range
-from flowfm.solvers import METHODS, integrate
+from flowfm.solvers import METHODS, integrate, time_grid
+from flowfm_kernels import graphs, requested_backend
 
 
 def _validated_condition(model, z, x_ref, n) -> tuple[torch.Tensor, bool]:
@@ -29,7 +30,7 @@ def _validated_condition(model, z, x_ref, n) -> tuple[torch.Tensor, bool]:
     if x_ref is not None:
         if not torch.is_tensor(x_ref) or not torch.isfinite(x_ref).all():
             raise ValueError("x_ref must be a finite tensor of shape (B, C, L) in g")
-        z = model.encode(x_ref.to(model.null_z.device, torch.float32))
+        z = model.encode(x_ref.to(model.null_z.device, model.null_z.dtype))
     if z is not None:
         if not torch.is_tensor(z) or z.dim() != 2 or z.shape[1] != model.z_dim:
             shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
@@ -49,12 +50,15 @@ def _validated_condition(model, z, x_ref, n) -> tuple[torch.Tensor, bool]:
 def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.Tensor] = None,
                 n: Optional[int] = None, steps: int = 10, method: str = "heun", guidance: float = 1.0,
                 generator: Optional[torch.Generator] = None, length: Optional[int] = None,
-                backend: Optional[str] = None) -> torch.Tensor:
-    """Generate windows (B, C, L) in g; see the module docstring. ``length`` defaults to the training window."""
+                backend: Optional[str] = None, cuda_graph: Optional[bool] = None) -> torch.Tensor:
+    """Generate windows (B, C, L) in g; see the module docstring. ``length`` defaults to the training window.
+    ``cuda_graph`` (CUDA only; default: on unless ``FLOWFM_CUDA_GRAPH=0``) replays the whole N-step loop as one
+    captured CUDA graph."""
     if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; expected one of {METHODS}")
+    methods = getattr(model, "sampling_methods", METHODS)
+    if method not in methods:
+        raise ValueError(f"method={method!r} is unknown for this model; expected one of {tuple(methods)}")
     if not isinstance(guidance, Real) or not math.isfinite(guidance):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
     length = model.config.window if length is None else int(length)
@@ -68,18 +72,47 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
             cond, conditional = _validated_condition(model, z, x_ref, n)
             b, device = cond.shape[0], cond.device
             x0 = torch.randn((b, model.config.in_channels, length), generator=generator,
-                             device=generator.device if generator is not None else device)
-            x0 = x0.to(device)
-            guided = conditional and guidance != 1.0
-            null = model.null_condition(b)
-
-            def field(x, t):
-                if not guided:
-                    return model.velocity(x, t, cond), None
-                v = model.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]))
-                return v[:b], v[b:]
-
-            x1 = integrate(field, x0, steps, method, guidance if guided else 1.0, backend=backend)
+                             device=generator.device if generator is not None else device).to(device)
+            w = guidance if conditional else 1.0
+            x1 = generate(model, x0, cond, steps, method, w, backend, cuda_graph, generator)
             return model.normalizer.denormalize(x1)
     finally:
         model.train(was_training)
+
+
+def generate(model, x0: torch.Tensor, cond: torch.Tensor, steps: int, method: str, guidance: float,
+             backend: Optional[str], cuda_graph: Optional[bool] = None,
+             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Noise x0 (B, C, L) -> normalised samples (B, C, L) given conditions ``cond`` (B, D) (the null vector for
+    unconditional sampling); ``guidance`` != 1 evaluates v_z and v_null in one doubled batch. Models with their own
+    sampler (e.g. the diffusion baseline) provide ``model.generate(x0, cond, steps, method, guidance, backend,
+    generator=)`` (``generator`` feeds stochastic samplers such as DDPM)."""
+    own = getattr(model, "generate", None)
+    if own is not None:
+        return own(x0, cond, steps, method, guidance, backend, generator=generator)
+    # CUDA graph path (flowfm_kernels.graphs): on CUDA the whole loop below is captured once per key and replayed;
+    # ``cuda_graph`` None = auto (CUDA tensors, eval model, no autograd, $FLOWFM_CUDA_GRAPH != 0), False = eager,
+    # True = required (ValueError on CPU).
+    guided = guidance != 1.0
+    net_dtype = cond.dtype  # the model's dtype (fast_sample casts z to it); the ODE state stays in x0's dtype
+
+    def run(x0: torch.Tensor, cond: torch.Tensor, grid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b = cond.shape[0]
+        null = model.null_condition(b)
+
+        def field(x, t):
+            x = x.to(net_dtype)
+            if not guided:
+                return model.velocity(x, t, cond), None
+            v = model.velocity(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]))
+            return v[:b], v[b:]
+
+        return integrate(field, x0, steps, method, guidance, grid=grid, backend=backend)
+
+    mode = graphs.policy(cuda_graph, model, x0, cond)
+    if mode == graphs.EAGER:
+        return run(x0, cond)
+    key = ("flowfm.generate", int(steps), method, float(guidance), requested_backend(backend),
+           requested_backend(getattr(model, "backend", None)))
+    return graphs.graphed_call(model, run, (x0, cond), key, constants=lambda: (time_grid(steps, x0.device),),
+                               strict=mode == graphs.REQUIRED)

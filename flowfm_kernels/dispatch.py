@@ -22,6 +22,8 @@ Environment variables:
 ``FLOWFM_DEBUG_NAN_POISON``      1 fills the kernels' internal buffers with NaN first (tests: catches unwritten
                                  elements)
 ``FLOWFM_CUDA_IMPL``             auto | ext | jit: the compiled ``_C`` module, the CuPy/NVRTC JIT build, or either
+``FLOWFM_CUDA_GRAPH``            auto (default) | 1 | 0: capture ``fast_sample``'s loop as a CUDA graph
+``FLOWFM_CUDA_GRAPH_CACHE``      how many captured graphs to keep (LRU, default 8)
 ``FLOWFM_BUILD_CUDA``            (install time) auto | 1 | 0: build ``flowfm_kernels._C`` with nvcc
 ``FLOWFM_CUDA_ARCH``             (install time) GPU architectures for nvcc, default sm_90
 """

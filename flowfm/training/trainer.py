@@ -46,12 +46,15 @@ class TrainConfig:
     ema_decay: Optional[float] = None
     seed: int = 0
     keep_checkpoints: int = 2
+    encoder_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.encoder_lr_scale > 0:
+            raise ValueError(f"encoder_lr_scale must be > 0, got {self.encoder_lr_scale}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -66,6 +69,16 @@ def _batches(x, order: np.ndarray, batch_size: int, device):
     for start in range(0, usable, batch_size):
         idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
         yield torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
+
+
+def _param_groups(model, config: TrainConfig) -> list[dict]:
+    """The encoder's parameters at ``lr * encoder_lr_scale``, everything else at ``lr``."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or config.encoder_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    enc_ids = {id(p) for p in encoder.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) in enc_ids], "lr": config.lr * config.encoder_lr_scale},
+            {"params": [p for p in model.parameters() if id(p) not in enc_ids]}]
 
 
 def _make_ema(model, decay):
@@ -95,7 +108,7 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     model.to(device).train()
     n = len(x)
     steps_per_epoch = max(1, n // config.batch_size) if n >= config.batch_size else 1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, config.epochs * steps_per_epoch, config.warmup_steps, config.min_lr_ratio)
     ema = _make_ema(model, config.ema_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
