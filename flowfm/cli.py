@@ -73,7 +73,8 @@ def cmd_pretrain(args) -> int:
         model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-                                grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed)
+                                grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed,
+                                encoder_lr_scale=args.encoder_lr_scale)
         out.mkdir(parents=True, exist_ok=True)
         from dataclasses import asdict
 
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--grad-clip", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights, e.g. 0.999")
+    p.add_argument("--encoder-lr-scale", type=float, default=None,
+                   help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, which kept the HAPT "
+                        "probe highest so far, see README; 1 for ssl-wearables)")
     p.add_argument("--encoder-view", default="augment", choices=["augment", "identical"])
     p.add_argument("--p-uncond", type=float, default=0.1)
     p.add_argument("--sigma-min", type=float, default=0.0)

@@ -31,6 +31,7 @@ class FlowFM(nn.Module):
 
     method = "flowfm"
     config_type = FlowFMConfig
+    default_encoder_lr_scale = 0.1  # see flowfm.training.trainer and README: full rate degraded the HAPT probe
 
     def __init__(self, config: Optional[FlowFMConfig] = None, backend: Optional[str] = None):
         super().__init__()

@@ -1,6 +1,8 @@
 """The pretraining loop shared by FlowFM and the baselines: any model with ``loss(x, generator=...)``.
 
-AdamW, warm-up + cosine schedule, gradient clipping, optional weight EMA, a seeded ``torch.Generator`` for every
+AdamW (the encoder at ``encoder_lr_scale`` times the rate: at full rate the joint objective quickly turned the
+HAPT encoder into a worse linear-probe feature extractor than its random init, see README), warm-up + cosine
+schedule, gradient clipping, optional weight EMA, a seeded ``torch.Generator`` for every
 random draw of the objective, a per-epoch data order derived from (seed, epoch), tqdm progress with loss and
 windows/s, and an atomic checkpoint folder per epoch. ``resume=True`` restores model, optimiser, scheduler, EMA,
 generator and epoch, so a resumed run ends with the same weights as an uninterrupted one. A NaN/inf loss stops the
@@ -46,14 +48,14 @@ class TrainConfig:
     ema_decay: Optional[float] = None
     seed: int = 0
     keep_checkpoints: int = 2
-    encoder_lr_scale: float = 1.0
+    encoder_lr_scale: Optional[float] = None
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not self.encoder_lr_scale > 0:
+        if self.encoder_lr_scale is not None and not self.encoder_lr_scale > 0:
             raise ValueError(f"encoder_lr_scale must be > 0, got {self.encoder_lr_scale}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
@@ -72,12 +74,16 @@ def _batches(x, order: np.ndarray, batch_size: int, device):
 
 
 def _param_groups(model, config: TrainConfig) -> list[dict]:
-    """The encoder's parameters at ``lr * encoder_lr_scale``, everything else at ``lr``."""
+    """The encoder's parameters at ``lr * scale``, everything else at ``lr``; ``scale`` is ``encoder_lr_scale`` or,
+    when that is None, the model's ``default_encoder_lr_scale`` (0.1 for the generative models, 1 otherwise)."""
+    scale = config.encoder_lr_scale
+    if scale is None:
+        scale = getattr(model, "default_encoder_lr_scale", 1.0)
     encoder = getattr(model, "encoder", None)
-    if encoder is None or config.encoder_lr_scale == 1.0:
+    if encoder is None or scale == 1.0:
         return [{"params": list(model.parameters())}]
     enc_ids = {id(p) for p in encoder.parameters()}
-    return [{"params": [p for p in model.parameters() if id(p) in enc_ids], "lr": config.lr * config.encoder_lr_scale},
+    return [{"params": [p for p in model.parameters() if id(p) in enc_ids], "lr": config.lr * scale},
             {"params": [p for p in model.parameters() if id(p) not in enc_ids]}]
 
 
