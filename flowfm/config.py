@@ -19,8 +19,23 @@ ENCODER_VIEWS = ("augment", "identical")
 T_SAMPLINGS = ("uniform", "logit_normal")
 
 
+class ConfigDictMixin:
+    """JSON round trip of a config dataclass; unknown keys are refused with the list of known ones."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
-class FlowFMConfig:
+class FlowFMConfig(ConfigDictMixin):
     """Everything needed to rebuild a FlowFM model (stored as JSON beside the weights).
 
     Fields left ``None`` take the preset's value. ``window`` is the training window length L (any L >= 16 works at
@@ -75,13 +90,3 @@ class FlowFMConfig:
             if not ok:
                 raise ValueError(message)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FlowFMConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FlowFMConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)

@@ -15,6 +15,17 @@ import numpy as np
 import torch
 from torch import nn
 
+def check_window_batch(x, in_channels: int, name: str = "x", min_length: int = 16) -> None:
+    """Raise a clear ValueError unless x is a (B, in_channels, L >= min_length) tensor."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"{name} must be a tensor of shape (B, C, L), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"{name} has {x.shape[1]} channels; this model expects {in_channels}")
+    if x.shape[2] < min_length:
+        raise ValueError(f"{name} has length {x.shape[2]}; windows must have at least {min_length} samples")
+
+
 HARNET10_STAGES = ((64, 2, 2, 2), (128, 2, 2, 2), (256, 2, 5, 1), (512, 2, 5, 1), (1024, 0, 3, 1))
 
 

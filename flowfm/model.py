@@ -18,7 +18,7 @@ from torch import nn
 
 import flowfm_kernels
 from flowfm.config import FlowFMConfig
-from flowfm.encoder import ResNetEncoder
+from flowfm.encoder import ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.paths import sample_t
 from flowfm.profiling import nvtx_range
@@ -61,13 +61,7 @@ class FlowFM(nn.Module):
         return self
 
     def _check_input(self, x: torch.Tensor, name: str = "x") -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise ValueError(f"{name} must be a tensor of shape (B, C, L), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        if x.shape[1] != self.config.in_channels:
-            raise ValueError(f"{name} has {x.shape[1]} channels; this model expects {self.config.in_channels}")
-        if x.shape[2] < 16:
-            raise ValueError(f"{name} has length {x.shape[2]}; windows must have at least 16 samples")
+        check_window_batch(x, self.config.in_channels, name)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Windows in g (B, C, L) -> representations z (B, D)."""
@@ -87,6 +81,13 @@ class FlowFM(nn.Module):
         """Replace z[b] by the null vector where ``drop[b]`` is True."""
         return torch.where(drop[:, None], self.null_z.to(z.dtype).expand_as(z), z)
 
+    def training_condition(self, view: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """z~ of the joint loss: E(view), detached under ``stop_grad_encoder``, the null vector where ``drop``."""
+        z = self.encode(view)
+        if self.config.stop_grad_encoder:
+            z = z.detach()
+        return self.drop_condition(z, drop)
+
     def loss(self, x: torch.Tensor, *, x0: Optional[torch.Tensor] = None, t: Optional[torch.Tensor] = None,
              drop: Optional[torch.Tensor] = None, view: Optional[torch.Tensor] = None,
              generator: Optional[torch.Generator] = None, reduction: str = "mean") -> torch.Tensor:
@@ -104,10 +105,7 @@ class FlowFM(nn.Module):
                 drop = torch.rand(b, generator=generator, device=x.device) < cfg.p_uncond
             if view is None:
                 view = encoder_view(x, cfg, generator)
-            z = self.encode(view)
-            if cfg.stop_grad_encoder:
-                z = z.detach()
-            z = self.drop_condition(z, drop)
+            z = self.training_condition(view, drop)
             x_t = flowfm_kernels.interpolate(x0, x1, t, cfg.sigma_min, backend=self.backend)
             v = self.velocity(x_t, t, z)
             return flowfm_kernels.flow_matching_loss(v, x0, x1, cfg.sigma_min, reduction, backend=self.backend)

@@ -29,7 +29,6 @@ NFE: ddpm T, ddim S (guidance doubles the batch, not the NFE).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 from numbers import Integral
@@ -65,14 +64,6 @@ class DiffusionConfig(FlowFMConfig):
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got beta_start={self.beta_start}, "
                              f"beta_end={self.beta_end}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DiffusionConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown DiffusionConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def linear_beta_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -173,10 +164,7 @@ class DiffusionFM(FlowFM):
                 drop = torch.rand(b, generator=generator, device=x.device) < cfg.p_uncond
             if view is None:
                 view = encoder_view(x, cfg, generator)
-            z = self.encode(view)
-            if cfg.stop_grad_encoder:
-                z = z.detach()
-            z = self.drop_condition(z, drop)
+            z = self.training_condition(view, drop)
             x_t = self.q_sample(x_data, timesteps, noise)
             sq = (self.eps(x_t, timesteps, z).float() - noise.float()) ** 2
             return sq.mean() if reduction == "mean" else sq.flatten(1).mean(1)

@@ -11,7 +11,6 @@ The same ResNet-V2 encoder E as FlowFM (same code, same presets) with one binary
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -19,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowfm.config import PRESETS
-from flowfm.encoder import ResNetEncoder
+from flowfm.config import PRESETS, ConfigDictMixin
+from flowfm.encoder import ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.profiling import nvtx_range
 from flowfm.baselines.pretext import AUGMENT_SCOPES, TASKS, pretext_batch
@@ -29,7 +28,7 @@ HEADS = ("linear", "mlp")
 
 
 @dataclass
-class SSLWearablesConfig:
+class SSLWearablesConfig(ConfigDictMixin):
     """Everything needed to rebuild an :class:`SSLWearables` model. ``preset``, ``in_channels``, ``window`` and
     ``encoder_width`` (None: the preset's) mean what they mean in :class:`~flowfm.config.FlowFMConfig`.
 
@@ -82,16 +81,6 @@ class SSLWearablesConfig:
             if not ok:
                 raise ValueError(message)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SSLWearablesConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SSLWearablesConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def _head(z_dim: int, kind: str, hidden: int) -> nn.Module:
@@ -128,13 +117,7 @@ class SSLWearables(nn.Module):
         return self
 
     def _check_input(self, x: torch.Tensor, name: str = "x") -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            raise ValueError(f"{name} must be a tensor of shape (B, C, L), got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        if x.shape[1] != self.config.in_channels:
-            raise ValueError(f"{name} has {x.shape[1]} channels; this model expects {self.config.in_channels}")
-        if x.shape[2] < 16:
-            raise ValueError(f"{name} has length {x.shape[2]}; windows must have at least 16 samples")
+        check_window_batch(x, self.config.in_channels, name)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Windows in g (B, C, L) -> representations z (B, D)."""
