@@ -58,9 +58,13 @@ def _time_sample(model, z, steps, method, cuda_graph, device, repeats):
 def main(argv=None) -> dict:
     parser = common.make_parser(__doc__)
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--batches", default=None,
+                        help="comma-separated batch sizes instead of the suite's (e.g. 1,64 on a slow CPU)")
     args = parser.parse_args(argv)
     device = common.resolve_device(args.device, args.threads)
     cfg = _configs(args.quick)
+    if args.batches:
+        cfg["batches"] = [int(b) for b in args.batches.split(",")]
     repeats = args.repeats or (3 if args.quick else 10)
     torch.manual_seed(0)
     env = common.environment(device)
