@@ -145,6 +145,9 @@ def _backend_fn(op: str, backend: str) -> Callable:
 
 def run(device: torch.device, quick: bool, repeats: int, compile_off: str | None, ceil: dict | None) -> dict:
     avail = K.available_backends(device)
+    if device.type == "cpu" and avail.get("triton") is None:
+        # TRITON_INTERPRET=1 makes triton "available" on CPU, but the interpreter is a test tool, not a benchmark
+        avail["triton"] = "Triton on CPU runs only in its interpreter (TRITON_INTERPRET=1): a test tool, not timed"
     rows, unavailable = [], []
     compiled: dict[str, Callable] = {}
     for case, (op, builder, window) in CASES.items():
