@@ -30,6 +30,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint folder is missing, incomplete, tampered with or of an unknown format."""
 
 
+class CheckpointMixin:
+    """``save`` / ``load`` of a model as a checkpoint folder (every model class of the library has them)."""
+
+    def save(self, path, metadata: Optional[dict] = None) -> None:
+        """Write a checkpoint folder (safetensors weights + JSON config), atomically."""
+        save_model(self, path, metadata)
+
+    @classmethod
+    def load(cls, path, map_location="cpu", backend: Optional[str] = None):
+        """Load a folder written by :meth:`save` (never unpickles); returns the class recorded in it."""
+        return load_model(path, map_location=map_location, backend=backend)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -18,6 +18,7 @@ from torch import nn
 
 import flowfm_kernels
 from flowfm.config import FlowFMConfig
+from flowfm.checkpoint import CheckpointMixin
 from flowfm.encoder import ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.paths import sample_t
@@ -26,7 +27,7 @@ from flowfm.velocity import UNet1d
 from flowfm.views import encoder_view
 
 
-class FlowFM(nn.Module):
+class FlowFM(CheckpointMixin, nn.Module):
     """Encoder + U-Net velocity network + channel normaliser + learned null vector."""
 
     method = "flowfm"
@@ -113,16 +114,3 @@ class FlowFM(nn.Module):
     def num_parameters(self, part: str = "all") -> int:
         module = {"all": self, "encoder": self.encoder, "velocity": self.velocity_net}[part]
         return sum(p.numel() for p in module.parameters())
-
-    def save(self, path, metadata: Optional[dict] = None) -> None:
-        """Write a checkpoint folder (safetensors weights + JSON config), atomically."""
-        from flowfm.checkpoint import save_model
-
-        save_model(self, path, metadata)
-
-    @classmethod
-    def load(cls, path, map_location="cpu", backend: Optional[str] = None) -> "FlowFM":
-        """Load a folder written by :meth:`save` (never unpickles)."""
-        from flowfm.checkpoint import load_model
-
-        return load_model(path, map_location=map_location, backend=backend)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowfm.config import PRESETS, ConfigDictMixin
+from flowfm.checkpoint import CheckpointMixin
 from flowfm.encoder import ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.profiling import nvtx_range
@@ -89,7 +90,7 @@ def _head(z_dim: int, kind: str, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
 
 
-class SSLWearables(nn.Module):
+class SSLWearables(CheckpointMixin, nn.Module):
     """Encoder + one binary head per pretext task; ``encode``, ``loss``, ``save``/``load`` like FlowFM."""
 
     method = "ssl-wearables"
@@ -156,16 +157,3 @@ class SSLWearables(nn.Module):
     def num_parameters(self, part: str = "all") -> int:
         module = {"all": self, "encoder": self.encoder, "heads": self.heads}[part]
         return sum(p.numel() for p in module.parameters())
-
-    def save(self, path, metadata: Optional[dict] = None) -> None:
-        """Write a checkpoint folder (safetensors weights + JSON config), atomically."""
-        from flowfm.checkpoint import save_model
-
-        save_model(self, path, metadata)
-
-    @classmethod
-    def load(cls, path, map_location="cpu", backend: Optional[str] = None) -> "SSLWearables":
-        """Load a folder written by :meth:`save` (never unpickles)."""
-        from flowfm.checkpoint import load_model
-
-        return load_model(path, map_location=map_location, backend=backend)
