@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -25,6 +21,7 @@ from typing import Callable, Optional
 import torch
 
 from flowfm.data.atomic import atomic_write_text
+from flowfm.environment import environment  # noqa: F401  (re-exported: common.environment)
 
 SCHEMA_VERSION = 1
 
@@ -106,53 +103,6 @@ def time_fn(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, 
     out = summarize_ms(samples)
     out["first_call_ms"] = first_ms
     return out
-
-
-def _git_commit() -> Optional[str]:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        if res.returncode == 0:
-            commit = res.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, timeout=10, cwd=Path(__file__).resolve().parent)
-            return commit + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return None
-
-
-def _cpu_model() -> Optional[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def environment(device: torch.device) -> dict:
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception as exc:  # missing or broken triton: record why
-        triton_version = f"unavailable ({type(exc).__name__}: {exc})"
-    env = dict(device=str(device), device_type=device.type, torch=torch.__version__, triton=triton_version,
-               cuda=torch.version.cuda, python=sys.version.split()[0], platform=platform.platform(),
-               cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-               torch_threads=torch.get_num_threads(), git_commit=_git_commit(),
-               flowfm_backend_env=os.environ.get("FLOWFM_BACKEND"),
-               time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        env.update(device_name=props.name, sm_count=props.multi_processor_count,
-                   device_memory_gib=round(props.total_memory / 2**30, 2),
-                   capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version())
-    else:
-        env["device_name"] = _cpu_model() or env["cpu"] or "cpu"
-    return env
 
 
 def ceilings(device: torch.device, quick: bool = False) -> dict:

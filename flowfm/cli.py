@@ -15,6 +15,12 @@ def _dataset(spec: str):
     return load_hapt() if spec == "hapt" else load_folder(spec)
 
 
+def _corpus(args):
+    from flowfm.data.corpus import open_corpus
+
+    return open_corpus(args.data, recording_fs=args.recording_fs)
+
+
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=["auto", "eager", "triton", "cuda"],
                    help="kernel backend (default: $FLOWFM_BACKEND or auto)")
@@ -29,11 +35,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    import numpy as np
     import torch
 
     from flowfm.baselines import build_model
-    from flowfm.training import TrainConfig, pretrain
+    from flowfm.training import TrainConfig, distributed, pretrain
 
     method = getattr(args, "method", "flowfm")
     # generator flags: (value, default, methods they apply to); a non-default value for another method is an error
@@ -49,9 +54,8 @@ def cmd_pretrain(args) -> int:
             if method not in methods and value != default:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
-    datasets = [_dataset(spec) for spec in args.data]
-    x = datasets[0].x if len(datasets) == 1 else np.concatenate([d.x for d in datasets])
-    device = torch.device(args.device)
+    x = _corpus(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
+    ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
     out = Path(args.out)
     if args.resume:
         from flowfm.checkpoint import load_model
@@ -70,62 +74,68 @@ def cmd_pretrain(args) -> int:
         config_kwargs = dict(preset=args.preset, in_channels=x.shape[1], window=x.shape[2])
         config_kwargs.update({flag.lstrip("-").replace("-", "_"): value
                               for flag, (value, _, methods) in generator_flags.items() if method in methods})
-        model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x)
+        # mean/std from at most NORMALIZER_WINDOWS seeded windows, read chunk by chunk (all of a small corpus)
+        model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x.subsample(seed=args.seed))
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                 grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed,
-                                encoder_lr_scale=args.encoder_lr_scale)
+                                encoder_lr_scale=args.encoder_lr_scale, keep_checkpoints=args.keep_checkpoints)
         out.mkdir(parents=True, exist_ok=True)
         from dataclasses import asdict
 
         from flowfm.data.atomic import atomic_write_text
 
-        atomic_write_text(out / "train_config.json", json.dumps(asdict(train_cfg), indent=2))
-    print(f"pretraining {model.method} ({model.num_parameters():,} parameters) on {len(x)} windows "
-          f"{tuple(x.shape[1:])} for {train_cfg.epochs} epochs -> {out}")
-    history = pretrain(model, x, train_cfg, out, resume=args.resume, device=device, progress=not args.no_progress)
-    print(f"done: final loss {history[-1]['loss']:.4f}; model in {out / 'model'}")
+        if ctx.is_main:
+            atomic_write_text(out / "train_config.json", json.dumps(asdict(train_cfg), indent=2))
+    if ctx.is_main:
+        print(f"pretraining {model.method} ({model.num_parameters():,} parameters) on {len(x)} windows "
+              f"{tuple(x.shape[1:])} for {train_cfg.epochs} epochs -> {out}"
+              + (f" on {ctx.world_size} ranks (global batch {train_cfg.batch_size})" if ctx.active else ""))
+    try:
+        history = pretrain(model, x, train_cfg, out, resume=args.resume, device=device,
+                           progress=not args.no_progress)
+    finally:
+        distributed.teardown()
+    if ctx.is_main:
+        print(f"done: final loss {history[-1]['loss']:.4f}; model in {out / 'model'}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
     import torch
 
-    from flowfm.config import FlowFMConfig
     from flowfm.data.atomic import atomic_write_text
-    from flowfm.evaluation import encode_windows, linear_probe
-    from flowfm.model import FlowFM
+    from flowfm.evaluation import FitConfig, encoder_model, evaluate_encoder, report_markdown
 
-    if args.mode != "linear":
-        print(f"error: --mode {args.mode} is not implemented yet (available: linear)", file=sys.stderr)
-        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mode = args.mode or ("scratch" if args.encoder == "scratch" else "linear")
+    if args.encoder == "scratch" and mode not in ("finetune", "scratch"):
+        raise ValueError("--encoder scratch trains the preset's encoder from a random init (supervised from "
+                         "scratch) and needs --mode finetune; a frozen random encoder is --encoder random")
+    if args.encoder == "scratch":
+        mode = "scratch"
+    if args.encoder == "random" and mode == "finetune":
+        raise ValueError("--encoder random is the frozen random-init encoder (--mode linear or mlp); finetuning "
+                         "from a random init is --encoder scratch")
+    if not (args.checkpoint or args.encoder):
+        raise ValueError("pass --checkpoint DIR (a model folder of any method) or --encoder random / scratch")
     ds = _dataset(args.data).labelled()
-    if args.checkpoint:
-        model, name = FlowFM.load(args.checkpoint), str(args.checkpoint)
-    elif args.encoder == "random":
-        torch.manual_seed(args.seed)
-        model, name = FlowFM(FlowFMConfig(preset=args.preset, in_channels=ds.x.shape[1], window=ds.x.shape[2])), \
-            "random_init"
-    else:
-        print("error: pass --checkpoint DIR or --encoder random", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    feats = encode_windows(model, ds.x)
-    results = [linear_probe(feats, ds.y, ds.pid, n_folds=args.folds, loso=args.loso,
-                            label_subjects=args.label_subjects, draws=args.draws, seed=seed)
-               for seed in range(args.seeds)]
-    f1 = [r["macro_f1"]["mean"] for r in results]
-    kappa = [r["kappa"]["mean"] for r in results]
-    report = {"model": name, "data": args.data, "mode": args.mode, "folds": results[0]["folds"],
-              "label_subjects": args.label_subjects, "seeds": args.seeds, "draws": args.draws,
-              "macro_f1_mean": float(np.mean(f1)), "macro_f1_sd": float(np.std(f1)),
-              "kappa_mean": float(np.mean(kappa)), "seconds": time.perf_counter() - t0, "per_seed": results}
-    print(f"{name}: macro-F1 {report['macro_f1_mean']:.3f} +- {report['macro_f1_sd']:.3f}, kappa "
+    model, name = encoder_model(args.checkpoint or args.encoder, preset=args.preset, in_channels=ds.x.shape[1],
+                                window=ds.x.shape[2], base_seed=args.seed)
+    config = FitConfig(max_epochs=args.max_epochs, patience=args.patience, batch_size=args.batch_size,
+                       val_fraction=args.val_fraction)
+    report = evaluate_encoder(model, ds.x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
+                              loso=args.loso, label_subjects=args.label_subjects, draws=args.draws, config=config,
+                              name=name, data=args.data, progress=None if args.quiet else print)
+    print(f"{name} ({mode}): macro-F1 {report['macro_f1_mean']:.3f} +- {report['macro_f1_sd']:.3f}, kappa "
           f"{report['kappa_mean']:.3f} ({report['folds']} subject-wise folds, label subjects "
-          f"{args.label_subjects or 'all'}, {args.seeds} seed(s))")
+          f"{args.label_subjects or 'all'}, {args.seeds} seed(s), {report['seconds']:.0f} s)")
     if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=2))
+        out = Path(args.out)
+        atomic_write_text(out, json.dumps(report, indent=2))
+        atomic_write_text(out.with_suffix(".md"), report_markdown(report))
+        print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
@@ -155,6 +165,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_shard(args) -> int:
+    from flowfm.data.corpus import expand_paths
+    from flowfm.data.shards import write_shards
+
+    t0 = time.perf_counter()
+    try:
+        report = write_shards(expand_paths(args.recordings), args.fs, args.out, args.windows_per_shard)
+    except (FileExistsError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in report.skipped:
+        print(f"skipped {path}: shorter than one 10 s window")
+    print(f"{report.n_windows} windows in {len(report.shards)} shard(s) -> {args.out} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
 def cmd_info(args) -> int:
     import platform
 
@@ -181,6 +208,140 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_evaluate_generation(args) -> int:
+    import torch
+
+    from flowfm.checkpoint import CheckpointError, read_config
+    from flowfm.evaluation.generation_sweep import QUICK, generation_sweep, sweep_markdown, write_sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = list(args.checkpoint or [])
+    try:
+        for flag, path, family in (("--flow", args.flow, "flowfm"), ("--diffusion", args.diffusion, "diffusion")):
+            if path:
+                method = read_config(path).get("method", "flowfm")
+                if method != family:
+                    raise ValueError(f"{flag} {path} holds a {method!r} model, not a {family!r} one")
+                models.append(path)
+        if not models:
+            raise ValueError("pass --checkpoint DIR (repeatable) or --flow DIR / --diffusion DIR")
+        quick = QUICK if args.quick else {}
+        pick = lambda value, key, default: value if value is not None else quick.get(key, default)  # noqa: E731
+        result = generation_sweep(models, args.data, n=pick(args.n, "n", 256), nfe=pick(args.nfe, "nfe", None),
+                                  ddim=pick(args.ddim, "ddim", None), ddpm=pick(args.ddpm, "ddpm", None),
+                                  seed=args.seed, batch_size=args.batch_size, test_fraction=args.test_fraction,
+                                  max_test=pick(args.max_test, "max_test", None), device=args.device,
+                                  backend=args.backend)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result["quick"] = bool(args.quick)
+    paths = write_sweep(result, args.out)
+    print(sweep_markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+BENCH_SUITES = ("kernels", "sampling", "training", "render")
+
+
+def bench_module(suite: str, checkout: Optional[Path] = None):
+    """``bench.<suite>``, importing from the source checkout holding this package when ``bench`` is not on the
+    path; ModuleNotFoundError with instructions when there is none (an installed wheel does not ship bench/)."""
+    import importlib
+
+    name = f"bench.{suite}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", name):
+            raise
+    root = checkout or Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__init__.py").is_file():
+        raise ModuleNotFoundError(f"the benchmark suites live in the bench/ folder of a FlowFM source checkout, "
+                                  f"which is not importable here (an installed wheel does not ship it); clone the "
+                                  f"repository and run `flowfm bench {suite}` or `python -m {name}` from its root")
+    sys.path.insert(0, str(root))
+    return importlib.import_module(name)
+
+
+def cmd_bench(args) -> int:
+    try:
+        module = bench_module(args.suite)
+    except ModuleNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    module.main(list(args.args))
+    return 0
+
+
+def _regimes(text: str) -> tuple:
+    """"all,1,3,5" -> (None, 1, 3, 5): label regimes, None = all labels."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            out.append(None)
+        elif part.isdigit() and int(part) >= 1:
+            out.append(int(part))
+        else:
+            raise ValueError(f"label regimes are 'all' or positive integers separated by commas, got {part!r}")
+    return tuple(out)
+
+
+def cmd_compare(args) -> int:
+    import torch
+
+    from flowfm.compare import CompareConfig, run_compare
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = dict(data=args.data, out=args.out)
+    for name in ("seeds", "epochs", "draws", "folds", "preset"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.methods:
+        fields["methods"] = tuple(args.methods.split(","))
+    if args.modes:
+        fields["modes"] = tuple(args.modes.split(","))
+    if args.label_subjects:
+        fields["label_subjects"] = _regimes(args.label_subjects)
+    if args.finetune_label_subjects:
+        fields["finetune_label_subjects"] = _regimes(args.finetune_label_subjects)
+    cfg = CompareConfig.quick_config(**fields) if args.quick else CompareConfig(**fields)
+    run_compare(cfg)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from flowfm.data.converters import CONVERTERS, convert
+
+    if args.list:
+        for name, conv in CONVERTERS.items():
+            print(f"{name:<12} {conv.description}")
+        return 0
+    if not (args.name and args.raw_dir and args.out_dir):
+        print("error: usage: flowfm convert NAME RAW_DIR OUT_DIR (flowfm convert --list for the names)",
+              file=sys.stderr)
+        return 2
+    try:
+        summary = convert(args.name, args.raw_dir, args.out_dir, keep_unlabelled=args.keep_unlabelled,
+                          overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowfm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,7 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("pretrain", help="pretrain a model on unlabelled windows")
-    p.add_argument("--data", nargs="+", default=["hapt"], help="'hapt' or folders in the X.npy/pid.npy layout")
+    p.add_argument("--data", nargs="+", default=["hapt"],
+                   help="'hapt', folders in the X.npy layout, folders of shard folders, a quoted glob of them "
+                        "('corpus/shard_*'), or continuous (T, C) .npy/.csv recordings in g (needs --recording-fs); "
+                        "shards are memory-mapped and read batch by batch")
+    p.add_argument("--recording-fs", type=float, default=None,
+                   help="sampling rate in Hz of the .npy/.csv recordings in --data (resampled to 30 Hz, 10 s windows "
+                        "every 5 s)")
     p.add_argument("--out", required=True)
     p.add_argument("--method", default="flowfm", choices=["flowfm", "diffusion", "ssl-wearables"],
                    help="flowfm (the method), diffusion (the same networks as a DDPM) or ssl-wearables (multi-task "
@@ -208,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--grad-clip", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights, e.g. 0.999")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="epoch checkpoints kept on disk (0 = all, e.g. for probing quality over training time)")
     p.add_argument("--encoder-lr-scale", type=float, default=None,
                    help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, which kept the HAPT "
                         "probe highest so far, see README; 1 for ssl-wearables)")
@@ -223,20 +392,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("evaluate", help="subject-wise probe of a frozen encoder")
+    p = sub.add_parser("evaluate", help="subject-wise evaluation of an encoder: linear probe, MLP head on frozen "
+                                        "features, or fine-tuning (SPEC section 5)")
     p.add_argument("--data", default="hapt")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="model folder (e.g. RUN/model)")
-    src.add_argument("--encoder", choices=["random"], help="evaluate the encoder at random init")
+    src.add_argument("--checkpoint", help="model folder of any method (flowfm, diffusion, ssl-wearables), e.g. "
+                                          "RUN/model")
+    src.add_argument("--encoder", choices=["random", "scratch"],
+                     help="random: the --preset encoder at a random init, frozen (re-drawn per seed); scratch: "
+                          "the same architecture trained from a random init (supervised baseline, mode finetune)")
     p.add_argument("--preset", default="small", choices=["small", "harnet10", "tiny"])
-    p.add_argument("--mode", default="linear", choices=["linear", "mlp", "finetune"])
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--loso", action="store_true")
-    p.add_argument("--label-subjects", type=int, default=None)
+    p.add_argument("--mode", default=None, choices=["linear", "mlp", "finetune"],
+                   help="linear: logistic regression on frozen z; mlp: 2-layer head on frozen z; finetune: encoder "
+                        "+ head, all weights (default: linear, or finetune with --encoder scratch)")
+    p.add_argument("--folds", type=int, default=5, help="GroupKFold over subjects")
+    p.add_argument("--loso", action="store_true", help="leave one subject out instead of --folds")
+    p.add_argument("--label-subjects", type=int, default=None,
+                   help="low-label regime: labels of only k training subjects per fold (default: all)")
     p.add_argument("--draws", type=int, default=4, help="label-subject draws per fold in the low-label regime")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--seeds", type=int, default=1, help="evaluation seeds 0..N-1 (same folds/draws for every model)")
+    p.add_argument("--seed", type=int, default=0, help="random-init seed offset for --encoder random / scratch")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the labelled training subjects held out for early stopping (mlp/finetune)")
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=5, help="epochs without a better validation macro-F1")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--quiet", action="store_true", help="no per-seed progress lines")
+    p.add_argument("--out", default=None, help="write the JSON report here (and a markdown table beside it, .md)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="generate windows with a trained model")
@@ -253,8 +436,75 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(p)
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("shard", help="cut continuous recordings into 30 Hz windows written as shard folders "
+                                     "(OUT/shard_00000/X.npy ...) for flowfm pretrain --data OUT")
+    p.add_argument("recordings", nargs="+", help=".npy or .csv files of shape (T, C) in g (or a quoted glob)")
+    p.add_argument("--fs", type=float, required=True, help="sampling rate of the recordings in Hz")
+    p.add_argument("--out", required=True, help="output folder (must not hold shard_* folders yet)")
+    p.add_argument("--windows-per-shard", type=int, default=20_000,
+                   help="windows per shard folder (20,000 x 3 x 300 float32 = 72 MB, the memory bound)")
+    p.set_defaults(func=cmd_shard)
+
     p = sub.add_parser("info", help="versions, GPU and kernel backends (and why one is unavailable)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert a public dataset from its original raw files to a window folder "
+                                       "(30 Hz, 10 s, g; --list shows the datasets)")
+    p.add_argument("name", nargs="?", help="dataset: pamap2, wisdm, opportunity, realworld, adl, capture24")
+    p.add_argument("raw_dir", nargs="?", help="folder holding the dataset's original files (searched recursively)")
+    p.add_argument("out_dir", nargs="?", help="output folder: X.npy (N, 300, 3) in g, Y.npy, pid.npy, meta.json")
+    p.add_argument("--list", action="store_true", help="list the converters with a one-line description")
+    p.add_argument("--keep-unlabelled", action="store_true",
+                   help="keep windows without a valid label (label -1), e.g. for pretraining")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("compare", help="the whole comparison: pretrain FlowFM, diffusion and SSL-Wearables for every "
+                                       "seed, evaluate them with random-init and from-scratch rows, paired "
+                                       "differences, time to quality; resumable")
+    p.add_argument("--data", default="hapt", help="'hapt' or a folder in the X.npy/Y.npy/pid.npy layout")
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--methods", default=None, help="comma list (default flowfm,diffusion,ssl-wearables)")
+    p.add_argument("--seeds", type=int, default=None, help="pretraining = evaluation seeds (default 5)")
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs of every method (default 12)")
+    p.add_argument("--preset", default=None, choices=["small", "harnet10", "tiny"])
+    p.add_argument("--modes", default=None, help="comma list of linear,mlp,finetune (default linear)")
+    p.add_argument("--label-subjects", default=None, help="label regimes, e.g. all,1,3,5 (the default)")
+    p.add_argument("--finetune-label-subjects", default=None,
+                   help="label regimes of the finetune mode if different (it costs ~100x a linear probe)")
+    p.add_argument("--draws", type=int, default=None, help="label-subject draws per fold in the low-label regimes")
+    p.add_argument("--folds", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 1 epoch, 512 windows, 3 folds")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("evaluate-generation",
+                       help="generation quality (FFD, discriminative score, TSTR, reconstruction r) and sampling "
+                            "time vs NFE for flow and diffusion checkpoints")
+    p.add_argument("--checkpoint", action="append", default=None, help="model folder (repeatable)")
+    p.add_argument("--flow", default=None, help="FlowFM model folder")
+    p.add_argument("--diffusion", default=None, help="diffusion-baseline model folder")
+    p.add_argument("--data", default="hapt", help="'hapt' or a labelled folder (X.npy, pid.npy, y.npy)")
+    p.add_argument("--n", type=int, default=None, help="conditioning windows of training subjects (default 256)")
+    p.add_argument("--nfe", type=_int_list, default=None, help="flow NFEs (default 1,2,4,8,16,32; heun: NFE/2 steps)")
+    p.add_argument("--ddim", type=_int_list, default=None, help="DDIM steps (default 10,20,50,100)")
+    p.add_argument("--ddpm", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run DDPM-1000 (default: on with a diffusion checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--test-fraction", type=float, default=0.3, help="share of subjects held out for TSTR")
+    p.add_argument("--max-test", type=int, default=None, help="cap on the held-out test windows")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--out", default="runs/generation_sweep")
+    p.add_argument("--quick", action="store_true", help="smoke run: n=32, NFE 1,4, DDIM 10, no DDPM")
+    _add_backend(p)
+    p.set_defaults(func=cmd_evaluate_generation)
+
+    p = sub.add_parser("bench", help="run a benchmark suite from a source checkout (= python -m bench.NAME)")
+    p.add_argument("suite", choices=BENCH_SUITES)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the suite (flowfm bench NAME --help)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import flowfm_kernels
+from flowfm import rng
 from flowfm.config import FlowFMConfig
 from flowfm.checkpoint import CheckpointMixin
 from flowfm.encoder import ResNetEncoder, check_window_batch
@@ -99,11 +100,11 @@ class FlowFM(CheckpointMixin, nn.Module):
         with nvtx_range("flowfm/loss"):
             x1 = self.normalizer.normalize(x)
             if x0 is None:
-                x0 = torch.randn(x1.shape, generator=generator, device=x.device, dtype=x1.dtype)
+                x0 = rng.randn(x1.shape, generator, device=x.device, dtype=x1.dtype)
             if t is None:
                 t = sample_t(b, cfg.t_sampling, cfg.logit_normal_mean, cfg.logit_normal_std, generator, x.device)
             if drop is None:
-                drop = torch.rand(b, generator=generator, device=x.device) < cfg.p_uncond
+                drop = rng.rand(b, generator, device=x.device) < cfg.p_uncond
             if view is None:
                 view = encoder_view(x, cfg, generator)
             z = self.training_condition(view, drop)

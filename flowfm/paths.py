@@ -10,12 +10,14 @@ from typing import Optional
 
 import torch
 
+from flowfm import rng
+
 
 def sample_t(batch: int, kind: str = "uniform", mean: float = 0.0, std: float = 1.0,
              generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
     """(batch,) float32 times in [0, 1]."""
     if kind == "uniform":
-        return torch.rand(batch, generator=generator, device=device)
+        return rng.rand(batch, generator, device=device)
     if kind == "logit_normal":
-        return torch.sigmoid(mean + std * torch.randn(batch, generator=generator, device=device))
+        return torch.sigmoid(mean + std * rng.randn(batch, generator, device=device))
     raise ValueError(f"t sampling {kind!r} is unknown; expected 'uniform' or 'logit_normal'")

@@ -7,6 +7,22 @@ from typing import Optional, Sequence
 import numpy as np
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG atomically (parent folders created), close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    from flowfm.data.atomic import atomic_open
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_real_vs_generated(real: np.ndarray, generated: np.ndarray, path, titles: Optional[Sequence[str]] = None,
                            fs: float = 30.0) -> Path:
     """real, generated (K, C, L) in g: K rows, left column real, right column the window generated from it."""

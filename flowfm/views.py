@@ -18,13 +18,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from flowfm import rng
+
 
 def time_warp(x: torch.Tensor, sigma: float, knots: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Smooth random time warp; (B, C, L) -> (B, C, L), speed noise N(0, sigma) at ``knots`` knots."""
     b, _, length = x.shape
     if sigma <= 0 or length < 2:
         return x
-    speed = 1 + sigma * torch.randn(b, 1, knots, generator=generator, device=x.device)
+    speed = 1 + sigma * rng.randn((b, 1, knots), generator, device=x.device)
     speed = F.interpolate(speed.clamp_min(0.1), size=length, mode="linear", align_corners=True)[:, 0]
     pos = torch.cumsum(speed, dim=-1)
     pos = (pos - pos[:, :1]) / (pos[:, -1:] - pos[:, :1]) * (length - 1)
@@ -35,11 +37,12 @@ def time_warp(x: torch.Tensor, sigma: float, knots: int, generator: Optional[tor
 
 
 def random_rotation(batch: int, max_deg: float, generator: Optional[torch.Generator] = None,
-                    device=None) -> torch.Tensor:
-    """(B, 3, 3) rotations by U(-max_deg, max_deg) degrees about uniformly random unit axes (Rodrigues)."""
-    axis = torch.randn(batch, 3, generator=generator, device=device)
+                    device=None, shared: bool = False) -> torch.Tensor:
+    """(B, 3, 3) rotations by U(-max_deg, max_deg) degrees about uniformly random unit axes (Rodrigues).
+    ``shared``: drawn once for a whole batch, not per window (see :mod:`flowfm.rng`)."""
+    axis = rng.randn((batch, 3), generator, device=device, shared=shared)
     axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    angle = (torch.rand(batch, generator=generator, device=device) * 2 - 1) * math.radians(max_deg)
+    angle = (rng.rand(batch, generator, device=device, shared=shared) * 2 - 1) * math.radians(max_deg)
     kx, ky, kz = axis.unbind(1)
     zero = torch.zeros_like(kx)
     k = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=1).reshape(batch, 3, 3)
@@ -58,10 +61,10 @@ def augment_view(x: torch.Tensor, scale=(0.8, 1.2), jitter_g: float = 0.02, max_
         rot = random_rotation(b * (c // 3), max_rotation_deg, generator, x.device).to(x.dtype)
         out = (rot @ out.reshape(b * (c // 3), 3, -1)).reshape(out.shape)
     lo, hi = scale
-    factors = lo + (hi - lo) * torch.rand(b, c, 1, generator=generator, device=x.device, dtype=x.dtype)
+    factors = lo + (hi - lo) * rng.rand((b, c, 1), generator, device=x.device, dtype=x.dtype)
     out = out * factors
     if jitter_g > 0:
-        out = out + jitter_g * torch.randn(out.shape, generator=generator, device=x.device, dtype=x.dtype)
+        out = out + jitter_g * rng.randn(out.shape, generator, device=x.device, dtype=x.dtype)
     return out
 
 

@@ -1,13 +1,28 @@
 """Smoke tests of the benchmark suites (bench/): each suite's --quick run on CPU writes JSON with the expected
-fields, finite positive timings and every unavailable backend listed with a reason; render turns it into markdown."""
+fields, finite positive timings and every unavailable backend listed with a reason; with tiny checkpoints the sampling
+rows carry generation quality; render turns the JSON into markdown and plots and keeps README's bench block in step
+with the committed JSON; ``flowfm bench NAME`` dispatches to the suites."""
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from bench import common, kernels, render, sampling, training
+from flowfm.baselines.diffusion import DiffusionConfig, DiffusionFM
+from flowfm.cli import bench_module, main as cli_main
+from flowfm.config import FlowFMConfig
+from flowfm.data import WindowDataset
+from flowfm.data.folder import save_folder
+from flowfm.model import FlowFM
+
+REPO = Path(__file__).resolve().parent.parent
 
 CPU = ["--device", "cpu", "--threads", "1"]
 TIMING_KEYS = ("median_ms", "p20_ms", "p80_ms", "first_call_ms")
@@ -99,3 +114,97 @@ def test_render(results, capsys):
     assert "| gn_film_silu_fwd | eager |" in text and "Not measured:" in text
     assert "- `triton` (" in text  # listed as not measured, with its reason (no CUDA / interpreter only)
     assert capsys.readouterr().out.strip()
+
+
+# ------------------------------------------------------------------------------------ quality, README, CLI dispatch
+def _tiny_data(n_subjects=6, per_subject=10, length=64) -> WindowDataset:
+    r = np.random.default_rng(0)
+    y = r.integers(0, 3, n_subjects * per_subject)
+    t = np.arange(length) / 30.0
+    x = np.array([0.0, 0.0, 1.0])[None, :, None] + 0.4 * np.sin(
+        2 * np.pi * np.array([1.0, 3.0, 6.0])[y][:, None, None] * t + r.uniform(0, 6, (len(y), 3, 1)))
+    return WindowDataset(x=x.astype(np.float32), pid=np.repeat(np.arange(n_subjects), per_subject), y=y)
+
+
+@pytest.fixture(scope="module")
+def quality_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_quality")
+    torch.manual_seed(0)
+    FlowFM(FlowFMConfig(preset="tiny", window=64)).save(root / "flow")
+    DiffusionFM(DiffusionConfig(preset="tiny", window=64, T=12)).save(root / "diff")
+    save_folder(_tiny_data(), root / "data")
+    out = root / "results"
+    sampling.main(["--quick", "--out", str(out), "--repeats", "2", "--ddpm", "--batches", "1,4",
+                   "--flow-checkpoint", str(root / "flow"), "--diffusion-checkpoint", str(root / "diff"),
+                   "--data", str(root / "data"), "--quality-n", "20", "--quality-batch", "8", *CPU])
+    return out
+
+
+def test_sampling_quality_columns(quality_results):
+    doc = json.loads((quality_results / "sampling_cpu.json").read_text())
+    assert doc["checkpoints"]["flowfm"] and doc["checkpoints"]["diffusion"] and "trained" in doc["weights"]
+    keys = {(r["model"], r["method"], r["steps"]) for r in doc["rows"]}
+    assert keys == {("flowfm", "euler", 2), ("flowfm", "heun", 2), ("diffusion", "ddim", 4),
+                    ("diffusion", "ddpm", 12)}
+    for r in doc["rows"]:
+        assert r["quality"] == "measured" and r["quality_n"] == 20
+        assert math.isfinite(r["frechet"]) and 0 <= r["discriminative_score"] <= 0.5
+        assert r["speedup_reference"] == "ddpm-12 (eager loop)" and isinstance(r["frechet_le_reference"], bool)
+    # quality does not depend on the timing batch: measured once per setting
+    by_setting = {}
+    for r in doc["rows"]:
+        by_setting.setdefault((r["model"], r["method"], r["steps"]), set()).add(r["frechet"])
+    assert all(len(v) == 1 for v in by_setting.values())
+    assert [e["batch"] for e in doc["equal_quality"]] == [1, 4]
+    assert doc["quality_setup"]["conditioning"]["n"] == 20
+
+
+def test_sampling_random_weights_have_no_quality(results):
+    doc = json.loads((results / "sampling_cpu.json").read_text())
+    assert all(r["frechet"] is None and r["quality"] == "n/a (random weights)" for r in doc["rows"])
+    assert "equal_quality" not in doc
+
+
+def test_render_plots_and_readme(results, quality_results, tmp_path):
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    shutil.copy(quality_results / "sampling_cpu.json", folder / "sampling_cpu.json")
+    readme = tmp_path / "README.md"
+    original = "# Title\n\n## Performance\n\ntext\n\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n\n## Next\n"
+    readme.write_text(original)
+    render.main(["--results", str(folder), "--readme", str(readme)])
+    text = readme.read_text()
+    head, tail = original.split("<!-- bench:begin -->")[0], original.split("<!-- bench:end -->")[1]
+    assert text.startswith(head) and text.endswith(tail) and "old" not in text
+    block = render.current_block(text)
+    assert "| target (SPEC section 7) | measured | status |" in block
+    assert "not measured (no GPU" in block
+    assert "x faster at equal or better quality" in block or "no other setting reaches" in block
+    assert "torch " in block and "commit `" in block and "results/sampling_cpu_quality.png" in block
+    for name in ("sampling_cpu_speedup.png", "sampling_cpu_quality.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    render.main(["--results", str(folder), "--readme", str(readme)])  # idempotent
+    assert readme.read_text() == text
+    render.main(["--results", str(folder), "--readme", str(readme), "--check"])
+    readme.write_text(text.replace("| target", "| targets", 1))
+    with pytest.raises(SystemExit, match="out of date"):
+        render.main(["--results", str(folder), "--readme", str(readme), "--check"])
+    with pytest.raises(ValueError, match="exactly one"):
+        render.replace_block("no markers here", "x")
+
+
+def test_committed_readme_block_matches_committed_json():
+    """README's bench block is what rendering bench/results/*.json gives: regenerate it with
+    ``python -m bench.render --readme README.md`` after committing new results."""
+    readme = REPO / "README.md"
+    assert render.current_block(readme.read_text()) == render.readme_block(REPO / "bench" / "results", readme)
+
+
+def test_cli_bench_dispatch(results, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "tables.md"
+    assert cli_main(["bench", "render", "--results", str(results), "--out", str(out), "--no-plots"]) == 0
+    assert out.read_text().startswith("# FlowFM benchmark results")
+    for name in ("bench", "bench.render"):  # as in an installed wheel without the source checkout
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ModuleNotFoundError, match="source checkout"):
+        bench_module("render", checkout=tmp_path)

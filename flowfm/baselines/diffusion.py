@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 import flowfm_kernels
+from flowfm import rng
 from flowfm.config import FlowFMConfig
 from flowfm.model import FlowFM
 from flowfm.profiling import nvtx_range
@@ -152,16 +153,16 @@ class DiffusionFM(FlowFM):
         with nvtx_range("flowfm/loss"):
             x_data = self.normalizer.normalize(x)
             if noise is None:
-                noise = torch.randn(x_data.shape, generator=generator, device=x.device, dtype=x_data.dtype)
+                noise = rng.randn(x_data.shape, generator, device=x.device, dtype=x_data.dtype)
             elif noise.shape != x.shape:
                 raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
             if timesteps is None:
-                timesteps = torch.randint(0, cfg.T, (b,), generator=generator, device=x.device)
+                timesteps = rng.randint(0, cfg.T, (b,), generator, device=x.device)
             elif (timesteps.shape != (b,) or timesteps.dtype.is_floating_point or timesteps.dtype == torch.bool
                   or int(timesteps.min()) < 0 or int(timesteps.max()) >= cfg.T):
                 raise ValueError(f"timesteps must be integers in [0, {cfg.T}) of shape ({b},)")
             if drop is None:
-                drop = torch.rand(b, generator=generator, device=x.device) < cfg.p_uncond
+                drop = rng.rand(b, generator, device=x.device) < cfg.p_uncond
             if view is None:
                 view = encoder_view(x, cfg, generator)
             z = self.training_condition(view, drop)

