@@ -48,6 +48,7 @@ def cmd_pretrain(args) -> int:
         "--stop-grad-encoder": (args.stop_grad_encoder, False, ("flowfm", "diffusion")),
         "--sigma-min": (args.sigma_min, 0.0, ("flowfm",)),
         "--t-sampling": (args.t_sampling, "uniform", ("flowfm",)),
+        "--logit-normal-mean": (args.logit_normal_mean, 0.0, ("flowfm",)),
     }
     if not args.resume:
         for flag, (value, default, methods) in generator_flags.items():
@@ -233,6 +234,18 @@ def cmd_evaluate_generation(args) -> int:
                 models.append(path)
         if not models:
             raise ValueError("pass --checkpoint DIR (repeatable) or --flow DIR / --diffusion DIR")
+        if args.diffusion_clip_x0 is not None:
+            from flowfm.checkpoint import load_model
+
+            loaded = []
+            for path in models:
+                if read_config(path).get("method") == "diffusion":
+                    model = load_model(path)
+                    model.config.clip_x0 = args.diffusion_clip_x0
+                    model.checkpoint_path = f"{path} (clip_x0={args.diffusion_clip_x0:g})"
+                    path = model
+                loaded.append(path)
+            models = loaded
         quick = QUICK if args.quick else {}
         pick = lambda value, key, default: value if value is not None else quick.get(key, default)  # noqa: E731
         result = generation_sweep(models, args.data, n=pick(args.n, "n", 256), nfe=pick(args.nfe, "nfe", None),
@@ -305,7 +318,7 @@ def cmd_compare(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     fields = dict(data=args.data, out=args.out)
-    for name in ("seeds", "epochs", "draws", "folds", "preset"):
+    for name in ("seeds", "epochs", "draws", "finetune_draws", "folds", "preset"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.methods:
@@ -316,6 +329,17 @@ def cmd_compare(args) -> int:
         fields["label_subjects"] = _regimes(args.label_subjects)
     if args.finetune_label_subjects:
         fields["finetune_label_subjects"] = _regimes(args.finetune_label_subjects)
+    fields["evaluate_only"] = args.evaluate_only
+    if args.variant:
+        import shlex
+
+        variants = {}
+        for spec in args.variant:
+            name, sep, extra = spec.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"--variant takes NAME='PRETRAIN ARGS', got {spec!r}")
+            variants[name.strip()] = shlex.split(extra)
+        fields["variants"] = variants
     cfg = CompareConfig.quick_config(**fields) if args.quick else CompareConfig(**fields)
     run_compare(cfg)
     return 0
@@ -384,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-uncond", type=float, default=0.1)
     p.add_argument("--sigma-min", type=float, default=0.0)
     p.add_argument("--t-sampling", default="uniform", choices=["uniform", "logit_normal"])
+    p.add_argument("--logit-normal-mean", type=float, default=0.0,
+                   help="with --t-sampling logit_normal: t = sigmoid(N(mean, 1)); mean > 0 favours the data end "
+                        "(t = 1), where the generator needs z least")
     p.add_argument("--stop-grad-encoder", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -473,9 +500,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-label-subjects", default=None,
                    help="label regimes of the finetune mode if different (it costs ~100x a linear probe)")
     p.add_argument("--draws", type=int, default=None, help="label-subject draws per fold in the low-label regimes")
+    p.add_argument("--finetune-draws", type=int, default=None, help="draws of the finetune mode if different")
     p.add_argument("--folds", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 1 epoch, 512 windows, 3 folds")
+    p.add_argument("--variant", action="append", default=None,
+                   help="an extra pretrained row: NAME='--method flowfm --t-sampling uniform' (repeatable)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="never pretrain (error if a model is missing): lets several invocations with disjoint "
+                        "--modes share OUT safely")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate-generation",
@@ -498,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", default="runs/generation_sweep")
     p.add_argument("--quick", action="store_true", help="smoke run: n=32, NFE 1,4, DDIM 10, no DDPM")
+    p.add_argument("--diffusion-clip-x0", type=float, default=None,
+                   help="clamp the diffusion samplers' x0 estimate to [-C, C] (normalised units; off by default)")
     _add_backend(p)
     p.set_defaults(func=cmd_evaluate_generation)
 

@@ -47,10 +47,12 @@ class CompareConfig:
     draws: int = 2
     folds: int = 5
     finetune_label_subjects: Optional[tuple] = None
+    finetune_draws: Optional[int] = None
     ttq_epochs: Optional[tuple] = None
     max_windows: Optional[int] = None
     quick: bool = False
-    extra: dict = field(default_factory=dict)
+    evaluate_only: bool = False
+    variants: dict = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, **overrides) -> "CompareConfig":
@@ -65,22 +67,27 @@ def run_dir(cfg: CompareConfig, method: str, seed: int) -> Path:
     return Path(cfg.out) / "pretrain" / method / f"seed_{seed}"
 
 
-def _pretrain_args(cfg: CompareConfig, method: str, seed: int, data_arg: str) -> list[str]:
-    return ["pretrain", "--data", data_arg, "--method", method, "--seed", str(seed), "--epochs", str(cfg.epochs),
+def _pretrain_args(cfg: CompareConfig, run: str, seed: int, data_arg: str) -> list[str]:
+    """``flowfm pretrain`` arguments of run ``run``: a method name, or a variant name whose extra arguments (from
+    ``cfg.variants``, e.g. ``["--method", "flowfm", "--t-sampling", "uniform"]``) come after the shared budget."""
+    extra = list(cfg.variants[run]) if run in cfg.variants else ["--method", run]
+    return ["pretrain", "--data", data_arg, "--seed", str(seed), "--epochs", str(cfg.epochs),
             "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--warmup-steps", str(cfg.warmup_steps),
-            "--preset", cfg.preset, "--keep-checkpoints", "0", "--out", str(run_dir(cfg, method, seed)),
-            "--no-progress"]
+            "--preset", cfg.preset, "--keep-checkpoints", "0", "--out", str(run_dir(cfg, run, seed)),
+            "--no-progress", *extra]
 
 
 def pretrain_all(cfg: CompareConfig, data_arg: str, log=print) -> dict:
-    """Pretrain (or reuse / resume) every method x seed; returns {method: [model folder per seed]}."""
+    """Pretrain (or reuse / resume) every method and variant x seed; returns {run: [model folder per seed]}."""
     from flowfm.cli import main as cli_main
 
     models = {}
-    for method in cfg.methods:
+    for method in (*cfg.methods, *cfg.variants):
         models[method] = []
         for seed in range(cfg.seeds):
             folder = run_dir(cfg, method, seed)
+            if not (folder / "model" / "config.json").is_file() and cfg.evaluate_only:
+                raise FileNotFoundError(f"evaluate-only: {folder / 'model'} is missing (pretrain it first)")
             if not (folder / "model" / "config.json").is_file():
                 resume = (folder / "checkpoints" / "latest").is_file()
                 log(f"[compare] pretraining {method} seed {seed}{' (resuming)' if resume else ''}")
@@ -123,6 +130,10 @@ def _regime_name(k: Optional[int]) -> str:
     return "all" if k is None else f"k{k}"
 
 
+def _cache_name(k: Optional[int], draws: int) -> str:
+    return "all" if k is None else f"k{k}_draws{draws}"
+
+
 def evaluation_rows(cfg: CompareConfig, mode: str, models: dict, labelled) -> dict:
     """{row name: (model or seed -> model factory, evaluation mode)} for one mode. Pretrained rows load seed s's
     checkpoint for evaluation seed s; the random-init row re-draws its init per seed; ``scratch`` replaces it in
@@ -145,26 +156,29 @@ def evaluation_rows(cfg: CompareConfig, mode: str, models: dict, labelled) -> di
 
 def evaluate_all(cfg: CompareConfig, models: dict, labelled, fit_config=None, log=print) -> dict:
     """Every row x mode x label regime, each report cached as ``OUT/eval/<mode>/<regime>/<row>.json`` (re-runs and
-    parallel invocations with disjoint modes reuse finished reports). Returns {mode: {regime: {row: report}}}."""
+    parallel invocations with disjoint modes reuse finished reports; the cache key holds the draws, the other
+    settings must not change between runs sharing ``out``). Returns {mode: {regime: {row: report}}}."""
     from flowfm.evaluation import FitConfig, evaluate_encoder
 
     fit_config = fit_config or FitConfig()
     results: dict = {}
     for mode in cfg.modes:
         rows = evaluation_rows(cfg, mode, models, labelled)
-        regimes = cfg.finetune_label_subjects if mode == "finetune" and cfg.finetune_label_subjects is not None \
+        finetune = mode == "finetune"
+        regimes = cfg.finetune_label_subjects if finetune and cfg.finetune_label_subjects is not None \
             else cfg.label_subjects
+        draws = cfg.finetune_draws if finetune and cfg.finetune_draws is not None else cfg.draws
         for k in regimes:
             regime = _regime_name(k)
             for row, (model, eval_mode) in rows.items():
-                path = Path(cfg.out) / "eval" / mode / regime / f"{row.replace(' ', '_')}.json"
+                path = Path(cfg.out) / "eval" / mode / _cache_name(k, draws) / f"{row.replace(' ', '_')}.json"
                 if path.is_file():
                     report = json.loads(path.read_text())
                 else:
                     log(f"[compare] evaluating {row}: {eval_mode}, labels {regime}")
                     report = evaluate_encoder(model, labelled.x, labelled.y, labelled.pid, eval_mode,
                                               seeds=cfg.seeds, n_folds=cfg.folds, label_subjects=k,
-                                              draws=cfg.draws, config=fit_config, name=row, data=cfg.data,
+                                              draws=draws, config=fit_config, name=row, data=cfg.data,
                                               progress=None)
                     write_json(path, report)
                 results.setdefault(mode, {}).setdefault(regime, {})[row] = report

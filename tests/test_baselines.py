@@ -387,3 +387,22 @@ def test_cli_rejects_flags_of_other_methods(folder, tmp_path, capsys):
     assert main(["pretrain", "--method", "diffusion", "--data", str(folder), "--out", str(tmp_path / "b"),
                  "--sigma-min", "0.1"]) == 2
     assert "--sigma-min applies to --method flowfm" in capsys.readouterr().err
+
+
+def test_clip_x0_bounds_the_ddim_estimate_and_is_a_no_op_when_wide():
+    torch.manual_seed(0)
+    model = DiffusionFM(DiffusionConfig(preset="tiny", window=32, T=50)).eval()
+    x0 = torch.randn(4, 3, 32, generator=torch.Generator().manual_seed(1))
+    cond = model.null_condition(4)
+    with torch.no_grad():
+        free = model.generate(x0, cond, steps=5, method="ddim")
+        model.config.clip_x0 = 1e6
+        wide = model.generate(x0, cond, steps=5, method="ddim")
+        model.config.clip_x0 = 0.25
+        one_step = model.generate(x0, cond, steps=1, method="ddim")  # one DDIM step returns x0_hat itself
+        ddpm = model.generate(x0, cond, steps=50, method="ddpm", generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(wide, free, rtol=1e-4, atol=1e-4)
+    assert one_step.abs().max() <= 0.25 + 1e-5
+    assert torch.isfinite(ddpm).all()
+    with pytest.raises(ValueError, match="clip_x0"):
+        DiffusionConfig(preset="tiny", clip_x0=0.0)

@@ -26,7 +26,8 @@ def compare_run(tmp_path_factory):
     save_folder(WindowDataset(np.stack(xs).astype(np.float32), pid=np.array(pids), y=np.array(ys)), data)
     cfg = CompareConfig(data=str(data), out=str(root / "out"), seeds=2, epochs=2, batch_size=16, warmup_steps=2,
                         preset="tiny", modes=("linear", "finetune"), label_subjects=(None, 2),
-                        finetune_label_subjects=(2,), draws=1, folds=3)
+                        finetune_label_subjects=(2,), draws=1, folds=3,
+                        variants={"FlowFM identical view": ["--method", "flowfm", "--encoder-view", "identical"]})
     return cfg, run_compare(cfg, log=lambda *_: None)
 
 
@@ -35,14 +36,19 @@ def test_every_method_and_baseline_row_is_evaluated(compare_run):
     results = summary["results"]
     assert set(results) == {"linear", "finetune"}
     assert set(results["linear"]) == {"all", "k2"} and set(results["finetune"]) == {"k2"}
-    assert set(results["linear"]["all"]) == {"FlowFM", "diffusion", "SSL-Wearables", "random init (frozen)"}
-    assert set(results["finetune"]["k2"]) == {"FlowFM", "diffusion", "SSL-Wearables", "supervised from scratch"}
+    pretrained = {"FlowFM", "diffusion", "SSL-Wearables", "FlowFM identical view"}
+    assert set(results["linear"]["all"]) == pretrained | {"random init (frozen)"}
+    assert set(results["finetune"]["k2"]) == pretrained | {"supervised from scratch"}
     assert results["finetune"]["k2"]["supervised from scratch"]["mode"] == "scratch"
     for regimes in results.values():
         for reports in regimes.values():
             for report in reports.values():
                 assert report["seeds"] == [0, 1]
     assert len(summary["time_to_quality"]["per_seed"]) == 2
+    from flowfm.checkpoint import load_model
+
+    variant = load_model(Path(cfg.out) / "pretrain" / "FlowFM identical view" / "seed_1" / "model")
+    assert variant.method == "flowfm" and variant.config.encoder_view == "identical"
     out = cfg.out
     for name in ("compare.json", "compare.md", "compare_linear_all.png", "time_to_quality.json"):
         assert (Path(out) / name).is_file(), name
@@ -73,3 +79,11 @@ def test_a_second_run_reuses_pretrained_models_and_reports(compare_run, monkeypa
     monkeypatch.setattr(flowfm.evaluation, "evaluate_encoder", forbidden)
     second = run_compare(cfg, log=lambda *_: None)
     assert json.dumps(second["results"], sort_keys=True) == json.dumps(first["results"], sort_keys=True)
+
+
+def test_evaluate_only_refuses_to_pretrain(compare_run, tmp_path):
+    from dataclasses import replace
+
+    cfg, _ = compare_run
+    with pytest.raises(FileNotFoundError, match="evaluate-only"):
+        run_compare(replace(cfg, out=str(tmp_path / "fresh"), evaluate_only=True), log=lambda *_: None)
