@@ -1,5 +1,5 @@
 """Render the benchmark JSON (``kernels_*.json``, ``sampling_*.json``, ``training_*.json`` and
-``generation_sweep*.json`` from ``flowfm evaluate-generation``) into markdown tables and plots.
+``generation_sweep*.json`` from ``flowfm evaluate-generation``, ``time_to_quality*.json`` from ``flowfm compare``) into markdown tables and plots.
 
     python -m bench.render [--results bench/results] [--out bench/results/README.md] [--readme README.md]
 
@@ -143,8 +143,16 @@ def render_training(doc: dict, compact: bool = False) -> list[str]:
     return out + _table(headers, rows)
 
 
+def render_time_to_quality(doc: dict, compact: bool = False) -> list[str]:
+    from flowfm.compare import time_to_quality_markdown
+
+    out = [f"From `flowfm compare` ({doc.get('data')}): every method pretrained with the same budget and seeds, "
+           f"linear-probe macro-F1 of the encoder after each epoch checkpoint (all labels).", ""]
+    return out + time_to_quality_markdown(doc).rstrip("\n").split("\n")
+
+
 RENDERERS = {"kernels": render_kernels, "sampling": render_sampling, "training": render_training,
-             "generation_sweep": render_generation_sweep}
+             "generation_sweep": render_generation_sweep, "time_to_quality": render_time_to_quality}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

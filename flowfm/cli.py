@@ -41,18 +41,19 @@ def cmd_pretrain(args) -> int:
     from flowfm.training import TrainConfig, distributed, pretrain
 
     method = getattr(args, "method", "flowfm")
-    # generator flags: (value, default, methods they apply to); a non-default value for another method is an error
+    # generator flags: (value or None when not given, methods they apply to); giving one to another method is an
+    # error; flags not given keep the model config's defaults
     generator_flags = {
-        "--encoder-view": (args.encoder_view, "augment", ("flowfm", "diffusion")),
-        "--p-uncond": (args.p_uncond, 0.1, ("flowfm", "diffusion")),
-        "--stop-grad-encoder": (args.stop_grad_encoder, False, ("flowfm", "diffusion")),
-        "--sigma-min": (args.sigma_min, 0.0, ("flowfm",)),
-        "--t-sampling": (args.t_sampling, "uniform", ("flowfm",)),
-        "--logit-normal-mean": (args.logit_normal_mean, 0.0, ("flowfm",)),
+        "--encoder-view": (args.encoder_view, ("flowfm", "diffusion")),
+        "--p-uncond": (args.p_uncond, ("flowfm", "diffusion")),
+        "--stop-grad-encoder": (args.stop_grad_encoder or None, ("flowfm", "diffusion")),
+        "--sigma-min": (args.sigma_min, ("flowfm",)),
+        "--t-sampling": (args.t_sampling, ("flowfm",)),
+        "--logit-normal-mean": (args.logit_normal_mean, ("flowfm",)),
     }
     if not args.resume:
-        for flag, (value, default, methods) in generator_flags.items():
-            if method not in methods and value != default:
+        for flag, (value, methods) in generator_flags.items():
+            if method not in methods and value is not None:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
     x = _corpus(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
@@ -74,7 +75,7 @@ def cmd_pretrain(args) -> int:
         torch.manual_seed(args.seed)
         config_kwargs = dict(preset=args.preset, in_channels=x.shape[1], window=x.shape[2])
         config_kwargs.update({flag.lstrip("-").replace("-", "_"): value
-                              for flag, (value, _, methods) in generator_flags.items() if method in methods})
+                              for flag, (value, methods) in generator_flags.items() if value is not None})
         # mean/std from at most NORMALIZER_WINDOWS seeded windows, read chunk by chunk (all of a small corpus)
         model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x.subsample(seed=args.seed))
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -330,6 +331,9 @@ def cmd_compare(args) -> int:
     if args.finetune_label_subjects:
         fields["finetune_label_subjects"] = _regimes(args.finetune_label_subjects)
     fields["evaluate_only"] = args.evaluate_only
+    fields["time_to_quality"] = not args.skip_time_to_quality
+    if args.ttq_epochs:
+        fields["ttq_epochs"] = tuple(_int_list(args.ttq_epochs))
     if args.variant:
         import shlex
 
@@ -404,13 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-lr-scale", type=float, default=None,
                    help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, which kept the HAPT "
                         "probe highest so far, see README; 1 for ssl-wearables)")
-    p.add_argument("--encoder-view", default="augment", choices=["augment", "identical"])
-    p.add_argument("--p-uncond", type=float, default=0.1)
-    p.add_argument("--sigma-min", type=float, default=0.0)
-    p.add_argument("--t-sampling", default="uniform", choices=["uniform", "logit_normal"])
-    p.add_argument("--logit-normal-mean", type=float, default=0.0,
-                   help="with --t-sampling logit_normal: t = sigmoid(N(mean, 1)); mean > 0 favours the data end "
-                        "(t = 1), where the generator needs z least")
+    p.add_argument("--encoder-view", default=None, choices=["augment", "identical"],
+                   help="what the encoder sees (default: the config's, augment)")
+    p.add_argument("--p-uncond", type=float, default=None, help="condition dropout (default 0.1)")
+    p.add_argument("--sigma-min", type=float, default=None, help="flowfm: minimum path noise (default 0)")
+    p.add_argument("--t-sampling", default=None, choices=["uniform", "logit_normal"],
+                   help="flowfm: training-time distribution (default logit_normal, see README)")
+    p.add_argument("--logit-normal-mean", type=float, default=None,
+                   help="flowfm, logit_normal: t = sigmoid(N(mean, 1)); default 1.0 favours the data end (t = 1), "
+                        "where the generator needs z least")
     p.add_argument("--stop-grad-encoder", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -504,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 1 epoch, 512 windows, 3 folds")
+    p.add_argument("--ttq-epochs", default=None, help="epochs probed for time to quality, e.g. 2,4,6,8,10,12 "
+                                                      "(default: every epoch)")
+    p.add_argument("--skip-time-to-quality", action="store_true", help="no per-epoch probe curves")
     p.add_argument("--variant", action="append", default=None,
                    help="an extra pretrained row: NAME='--method flowfm --t-sampling uniform' (repeatable)")
     p.add_argument("--evaluate-only", action="store_true",

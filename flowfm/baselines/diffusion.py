@@ -63,6 +63,8 @@ class DiffusionConfig(FlowFMConfig):
     beta_start: float = 1e-4
     beta_end: float = 0.02
     clip_x0: Optional[float] = None
+    t_sampling: str = "uniform"  # unused here (integer timesteps are uniform); restated so configs read truthfully
+    logit_normal_mean: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
