@@ -153,6 +153,14 @@ def to_g(values: Any, unit: str, source: str) -> np.ndarray:
     return raw / per_g
 
 
+def label_codes(raw: np.ndarray, mapping: dict) -> np.ndarray:
+    """Per-sample int64 codes from a dataset's raw label ids: ``mapping[raw id]``, -1 for ids not in ``mapping``."""
+    codes = np.full(len(raw), -1, dtype=np.int64)
+    for value, code in mapping.items():
+        codes[raw == value] = code
+    return codes
+
+
 def split_at_time_gaps(t: Any, max_gap: float) -> list[slice]:
     """Slices of ``t`` (timestamps, any unit) between jumps: a step ``> max_gap`` (same unit) or backwards
     starts a new piece. Duplicated timestamps (step 0) do not split."""

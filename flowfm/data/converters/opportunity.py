@@ -28,7 +28,8 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from .labelled_recording import Recording, Source, raw_files, read_numeric_table, split_at_time_gaps, to_g
+from .labelled_recording import (Recording, Source, label_codes, raw_files, read_numeric_table,
+                                 split_at_time_gaps, to_g)
 
 NAME = "opportunity"
 DESCRIPTION = "Opportunity dataset/S*-ADL*.dat + Drill, RWR wrist acc (cols 23-25), 30 Hz milli-g, locomotion"
@@ -64,9 +65,7 @@ def _read_file(path: Path, subject: int) -> Iterator[Recording]:
         raise ValueError(f"{path}: unknown locomotion label(s) {sorted(set(loco[~known].tolist()))[:5]} in column "
                          "244; expected 0 (null), 1 Stand, 2 Walk, 4 Sit, 5 Lie")
     acc = to_g(table[:, 1:4], "milli-g", f"{path} (Accelerometer RWR, columns 23-25)")
-    codes = np.full(len(loco), -1, dtype=np.int64)
-    for value, code in LOCOMOTION_TO_CODE.items():
-        codes[loco == value] = code
+    codes = label_codes(loco, LOCOMOTION_TO_CODE)
     for part in split_at_time_gaps(t, max_gap=1000.0):
         yield Recording(acc[part], codes[part], FS, subject, f"{path} rows {part.start + 1}-{part.stop}")
 

@@ -31,7 +31,8 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from .labelled_recording import Recording, Source, raw_files, read_numeric_table, split_at_time_gaps, to_g
+from .labelled_recording import (Recording, Source, label_codes, raw_files, read_numeric_table,
+                                 split_at_time_gaps, to_g)
 
 NAME = "pamap2"
 DESCRIPTION = "PAMAP2 Protocol/subject1xx.dat, hand IMU +-16g acc, 100 Hz m/s^2, 8 activities, subject 109 excluded"
@@ -57,9 +58,7 @@ def _read_file(path: Path, subject: int) -> Iterator[Recording]:
         raise ValueError(f"{path}: unknown activity id(s) {sorted(set(bad.tolist()))[:5]} in column 2; expected "
                          f"one of {sorted(KNOWN_ACTIVITIES)}")
     acc = to_g(table[:, 2:5], "m/s^2", f"{path} (hand accelerometer, columns 5-7)")
-    codes = np.full(len(activity), -1, dtype=np.int64)
-    for act, code in ACTIVITY_TO_CODE.items():
-        codes[activity == act] = code
+    codes = label_codes(activity, ACTIVITY_TO_CODE)
     for part in split_at_time_gaps(t, max_gap=1.0):
         yield Recording(acc[part], codes[part], FS, subject, f"{path} rows {part.start + 1}-{part.stop}")
 
