@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from flowfm.config import ENCODER_VIEWS
+from flowfm.encoder import READOUTS
+
 
 def _dataset(spec: str):
     from flowfm.data import load_folder, load_hapt
@@ -45,6 +48,7 @@ def cmd_pretrain(args) -> int:
     # error; flags not given keep the model config's defaults
     generator_flags = {
         "--encoder-view": (args.encoder_view, ("flowfm", "diffusion")),
+        "--view-max-shift": (args.view_max_shift, ("flowfm", "diffusion")),
         "--p-uncond": (args.p_uncond, ("flowfm", "diffusion")),
         "--stop-grad-encoder": (args.stop_grad_encoder or None, ("flowfm", "diffusion")),
         "--sigma-min": (args.sigma_min, ("flowfm",)),
@@ -57,6 +61,8 @@ def cmd_pretrain(args) -> int:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
     x = _corpus(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
+    if args.exclude_subjects:
+        x = x.without_subjects(s.strip() for s in args.exclude_subjects.split(",") if s.strip())
     ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
     out = Path(args.out)
     if args.resume:
@@ -89,6 +95,8 @@ def cmd_pretrain(args) -> int:
 
         if ctx.is_main:
             atomic_write_text(out / "train_config.json", json.dumps(asdict(train_cfg), indent=2))
+            atomic_write_text(out / "data.json", json.dumps({"data": list(args.data), "windows": len(x),
+                                                            "exclude_subjects": args.exclude_subjects}, indent=2))
     if ctx.is_main:
         print(f"pretraining {model.method} ({model.num_parameters():,} parameters) on {len(x)} windows "
               f"{tuple(x.shape[1:])} for {train_cfg.epochs} epochs -> {out}"
@@ -129,7 +137,8 @@ def cmd_evaluate(args) -> int:
                        val_fraction=args.val_fraction)
     report = evaluate_encoder(model, ds.x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
                               loso=args.loso, label_subjects=args.label_subjects, draws=args.draws, config=config,
-                              name=name, data=args.data, progress=None if args.quiet else print)
+                              name=name, data=args.data, progress=None if args.quiet else print,
+                              readout=args.readout)
     print(f"{name} ({mode}): macro-F1 {report['macro_f1_mean']:.3f} +- {report['macro_f1_sd']:.3f}, kappa "
           f"{report['kappa_mean']:.3f} ({report['folds']} subject-wise folds, label subjects "
           f"{args.label_subjects or 'all'}, {args.seeds} seed(s), {report['seconds']:.0f} s)")
@@ -331,6 +340,8 @@ def cmd_compare(args) -> int:
     if args.finetune_label_subjects:
         fields["finetune_label_subjects"] = _regimes(args.finetune_label_subjects)
     fields["evaluate_only"] = args.evaluate_only
+    fields["readout"] = args.readout
+    fields["inductive"] = args.inductive
     fields["time_to_quality"] = not args.skip_time_to_quality
     if args.ttq_epochs:
         fields["ttq_epochs"] = tuple(_int_list(args.ttq_epochs))
@@ -391,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording-fs", type=float, default=None,
                    help="sampling rate in Hz of the .npy/.csv recordings in --data (resampled to 30 Hz, 10 s windows "
                         "every 5 s)")
+    p.add_argument("--exclude-subjects", default=None, metavar="IDS",
+                   help="comma list of subject ids whose windows pretraining never sees (e.g. a fold's test "
+                        "subjects, for inductive evaluation; needs subject ids: HAPT, shards with pid.npy)")
     p.add_argument("--out", required=True)
     p.add_argument("--method", default="flowfm", choices=["flowfm", "diffusion", "ssl-wearables"],
                    help="flowfm (the method), diffusion (the same networks as a DDPM) or ssl-wearables (multi-task "
@@ -408,8 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-lr-scale", type=float, default=None,
                    help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, which kept the HAPT "
                         "probe highest so far, see README; 1 for ssl-wearables)")
-    p.add_argument("--encoder-view", default=None, choices=["augment", "identical"],
-                   help="what the encoder sees (default: the config's, augment)")
+    p.add_argument("--encoder-view", default=None, choices=list(ENCODER_VIEWS),
+                   help="what the encoder sees (default: the config's, augment); the shift views re-cut each "
+                        "window from its overlapping neighbours (windows in recording order, hop = L/2)")
+    p.add_argument("--view-max-shift", type=int, default=None,
+                   help="shift views: largest time shift in samples (default 150 = 5 s at 30 Hz)")
     p.add_argument("--p-uncond", type=float, default=None, help="condition dropout (default 0.1)")
     p.add_argument("--sigma-min", type=float, default=None, help="flowfm: minimum path noise (default 0)")
     p.add_argument("--t-sampling", default=None, choices=["uniform", "logit_normal"],
@@ -438,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=["linear", "mlp", "finetune"],
                    help="linear: logistic regression on frozen z; mlp: 2-layer head on frozen z; finetune: encoder "
                         "+ head, all weights (default: linear, or finetune with --encoder scratch)")
+    p.add_argument("--readout", default="z", choices=list(READOUTS),
+                   help="frozen features of --mode linear / mlp: z (the encoder's final pooled output) or stages "
+                        "(the pooled outputs of every encoder stage, concatenated)")
     p.add_argument("--folds", type=int, default=5, help="GroupKFold over subjects")
     p.add_argument("--loso", action="store_true", help="leave one subject out instead of --folds")
     p.add_argument("--label-subjects", type=int, default=None,
@@ -502,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="pretraining epochs of every method (default 12)")
     p.add_argument("--preset", default=None, choices=["small", "harnet10", "tiny"])
     p.add_argument("--modes", default=None, help="comma list of linear,mlp,finetune (default linear)")
+    p.add_argument("--readout", default="z", choices=list(READOUTS),
+                   help="frozen features of modes linear / mlp: z or stages (pooled outputs of every encoder "
+                        "stage; cached under OUT/eval/<mode>_stages/, finetune unaffected)")
     p.add_argument("--label-subjects", default=None, help="label regimes, e.g. all,1,3,5 (the default)")
     p.add_argument("--finetune-label-subjects", default=None,
                    help="label regimes of the finetune mode if different (it costs ~100x a linear probe)")
@@ -515,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-time-to-quality", action="store_true", help="no per-epoch probe curves")
     p.add_argument("--variant", action="append", default=None,
                    help="an extra pretrained row: NAME='--method flowfm --t-sampling uniform' (repeatable)")
+    p.add_argument("--inductive", action="store_true",
+                   help="pretrain one model per fold and seed without that fold's test subjects (costs --folds "
+                        "times the pretraining; use a fresh --out)")
     p.add_argument("--evaluate-only", action="store_true",
                    help="never pretrain (error if a model is missing): lets several invocations with disjoint "
                         "--modes share OUT safely")

@@ -4,15 +4,20 @@
    (:class:`~flowfm.training.TrainConfig`: epochs, batch, learning rate, warm-up; every epoch checkpoint kept) into
    ``OUT/pretrain/<method>/seed_<s>/``, exactly as ``flowfm pretrain --method M --seed s`` does. A finished run
    (``model/`` present) is reused, an interrupted one resumed, so the command can be re-run after a crash and
-   only does the missing work.
+   only does the missing work. Pretraining is transductive by default (all windows, labels unused, the test
+   subjects' unlabelled windows included, as in the usual SSL benchmark setting); ``inductive=True``
+   (``--inductive``) pretrains one model per fold and seed without that fold's test subjects
+   (``OUT/pretrain/<method>/seed_<s>/fold_<f>/``), so no window of a test subject reaches any training.
 2. **Evaluate** each pretrained encoder and the baselines that need no pretraining (``random``: the same encoder at
    random init, frozen; ``scratch``: the same encoder trained from random init, in fine-tuning mode) with the
    subject-wise protocol (:mod:`flowfm.evaluation.protocol`) in every requested mode and label regime. Seed s of
    every row uses pretraining seed s and evaluation seed s, so folds and label-subject draws are identical across
-   rows and differences are paired.
+   rows and differences are paired. ``readout="stages"`` reads the frozen-feature modes (linear, mlp) from the
+   pooled outputs of every encoder stage instead of z (:mod:`flowfm.evaluation.features`); finetune is unaffected.
 3. **Training time to quality** (:mod:`flowfm.evaluation.time_to_quality`): the linear-probe macro-F1 of FlowFM and
    diffusion after each checkpointed epoch, and the time FlowFM needs to reach diffusion's final quality.
-4. Writes ``OUT/compare.json``, ``OUT/compare.md`` (tables with paired differences) and one bar plot per mode.
+4. Writes ``OUT/compare.json``, ``OUT/compare.md`` (tables with paired differences) and one bar plot per mode
+   (``compare_<readout>...`` for a readout other than z, so both can share ``OUT``).
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ PRETRAINED_METHODS = ("flowfm", "diffusion", "ssl-wearables")
 
 @dataclass
 class CompareConfig:
-    """What ``flowfm compare`` runs. ``label_subjects``: None = all labels, k = windows of k training subjects."""
+    """What ``flowfm compare`` runs. ``label_subjects``: None = all labels, k = windows of k training subjects.
+    ``readout``: frozen features of modes linear / mlp, ``"z"`` or ``"stages"`` (:mod:`flowfm.evaluation.features`)."""
     data: str = "hapt"
     out: str = "runs/compare"
     methods: tuple = PRETRAINED_METHODS
@@ -54,6 +60,13 @@ class CompareConfig:
     evaluate_only: bool = False
     time_to_quality: bool = True
     variants: dict = field(default_factory=dict)
+    readout: str = "z"
+    inductive: bool = False
+
+    def __post_init__(self):
+        from flowfm.evaluation.features import check_readout
+
+        check_readout(self.readout)   # before any pretraining, not hours later
 
     @classmethod
     def quick_config(cls, **overrides) -> "CompareConfig":
@@ -78,26 +91,60 @@ def _pretrain_args(cfg: CompareConfig, run: str, seed: int, data_arg: str) -> li
             "--no-progress", *extra]
 
 
-def pretrain_all(cfg: CompareConfig, data_arg: str, log=print) -> dict:
-    """Pretrain (or reuse / resume) every method and variant x seed; returns {run: [model folder per seed]}."""
+def _pretrained(cfg: CompareConfig, run: str, seed: int, folder: Path, args: list[str], log,
+                optional: bool = False) -> Optional[Path]:
+    """``folder/model`` of one pretraining run: reused when finished, resumed when interrupted, else trained.
+    Under ``evaluate_only`` a missing run is an error, or None when ``optional``."""
     from flowfm.cli import main as cli_main
 
+    what = f"{run} seed {seed}" + (f" {folder.name}" if folder.name.startswith("fold_") else "")
+    if (folder / "model" / "config.json").is_file():
+        log(f"[compare] reusing {folder / 'model'}")
+        return folder / "model"
+    if cfg.evaluate_only:
+        if optional:
+            return None
+        raise FileNotFoundError(f"evaluate-only: {folder / 'model'} is missing (pretrain it first)")
+    resume = (folder / "checkpoints" / "latest").is_file()
+    log(f"[compare] pretraining {what}{' (resuming)' if resume else ''}")
+    rc = cli_main(args + (["--resume"] if resume else []))
+    if rc != 0:
+        raise RuntimeError(f"pretraining {what} failed (exit code {rc})")
+    return folder / "model"
+
+
+def pretrain_all(cfg: CompareConfig, data_arg: str, log=print,
+                 fold_test_subjects: Optional[list] = None) -> dict:
+    """Pretrain (or reuse / resume) every method and variant x seed; returns {run: {seed: model folder}}.
+
+    ``cfg.inductive``: one run per fold instead, ``.../seed_<s>/fold_<f>/``, pretrained without the test subjects
+    of fold f (``fold_test_subjects[f]``); the entry of a seed is then the list of its per-fold model folders.
+    Under ``evaluate_only`` a *variant* may have fewer finished seeds than ``cfg.seeds`` (a design variant
+    stopped early because it lost): it is evaluated on the seeds it has, paired with the other rows on those."""
     models = {}
     for method in (*cfg.methods, *cfg.variants):
-        models[method] = []
+        models[method] = {}
+        optional = method in cfg.variants
         for seed in range(cfg.seeds):
             folder = run_dir(cfg, method, seed)
-            if not (folder / "model" / "config.json").is_file() and cfg.evaluate_only:
-                raise FileNotFoundError(f"evaluate-only: {folder / 'model'} is missing (pretrain it first)")
-            if not (folder / "model" / "config.json").is_file():
-                resume = (folder / "checkpoints" / "latest").is_file()
-                log(f"[compare] pretraining {method} seed {seed}{' (resuming)' if resume else ''}")
-                rc = cli_main(_pretrain_args(cfg, method, seed, data_arg) + (["--resume"] if resume else []))
-                if rc != 0:
-                    raise RuntimeError(f"pretraining {method} seed {seed} failed (exit code {rc})")
+            if not cfg.inductive:
+                found = _pretrained(cfg, method, seed, folder, _pretrain_args(cfg, method, seed, data_arg), log,
+                                    optional)
             else:
-                log(f"[compare] reusing {folder / 'model'}")
-            models[method].append(folder / "model")
+                found = []
+                for fold, subjects in enumerate(fold_test_subjects):
+                    args = _pretrain_args(cfg, method, seed, data_arg)
+                    args[args.index("--out") + 1] = str(folder / f"fold_{fold}")
+                    args += ["--exclude-subjects", ",".join(str(s) for s in subjects)]
+                    found.append(_pretrained(cfg, method, seed, folder / f"fold_{fold}", args, log, optional))
+                found = None if None in found else found
+            if found is not None:
+                models[method][seed] = found
+        if not models[method]:
+            raise FileNotFoundError(f"evaluate-only: variant {method} has no finished seed under "
+                                    f"{run_dir(cfg, method, 0).parent}")
+        if len(models[method]) < cfg.seeds:
+            log(f"[compare] {method}: evaluated on its {len(models[method])} finished seeds {sorted(models[method])}")
     return models
 
 
@@ -135,31 +182,47 @@ def _cache_name(k: Optional[int], draws: int) -> str:
     return "all" if k is None else f"k{k}_draws{draws}"
 
 
+def _eval_dir(cfg: CompareConfig, mode: str, k: Optional[int], draws: int) -> Path:
+    """``OUT/eval/<mode>/<regime>`` for readout z (the original layout), ``OUT/eval/<mode>_<readout>/<regime>``
+    for another readout of a frozen-feature mode, so a cached z report is never reused for another readout."""
+    from flowfm.evaluation.protocol import FROZEN_MODES
+
+    folder = mode if cfg.readout == "z" or mode not in FROZEN_MODES else f"{mode}_{cfg.readout}"
+    return Path(cfg.out) / "eval" / folder / _cache_name(k, draws)
+
+
 def evaluation_rows(cfg: CompareConfig, mode: str, models: dict, labelled) -> dict:
-    """{row name: (model or seed -> model factory, evaluation mode)} for one mode. Pretrained rows load seed s's
-    checkpoint for evaluation seed s; the random-init row re-draws its init per seed; ``scratch`` replaces it in
-    fine-tuning (a frozen random encoder is not fine-tuned)."""
+    """{row name: (model or seed -> model factory, evaluation mode, seeds)} for one mode. Pretrained rows load seed
+    s's checkpoint for evaluation seed s (over the seeds they have); the random-init row re-draws its init per seed;
+    ``scratch`` replaces it in fine-tuning (a frozen random encoder is not fine-tuned)."""
     from flowfm.checkpoint import load_model
-    from flowfm.evaluation import encoder_model
+    from flowfm.evaluation import PerFold, encoder_model
+
+    def load(folder):
+        return PerFold(load_model(f) for f in folder) if isinstance(folder, list) else load_model(folder)
 
     rows = {}
     for method, folders in models.items():
-        rows[ROW_NAMES.get(method, method)] = ((lambda s, f=folders: load_model(f[s])), mode)
+        rows[ROW_NAMES.get(method, method)] = ((lambda s, f=folders: load(f[s])), mode, sorted(folders))
     c, length = labelled.x.shape[1], labelled.x.shape[2]
+    all_seeds = list(range(cfg.seeds))
     if mode == "finetune":
         model, _ = encoder_model("scratch", preset=cfg.preset, in_channels=c, window=length)
-        rows[SCRATCH_ROW] = (model, "scratch")
+        rows[SCRATCH_ROW] = (model, "scratch", all_seeds)
     else:
         factory, _ = encoder_model("random", preset=cfg.preset, in_channels=c, window=length)
-        rows[RANDOM_ROW] = (factory, mode)
+        rows[RANDOM_ROW] = (factory, mode, all_seeds)
     return rows
 
 
 def evaluate_all(cfg: CompareConfig, models: dict, labelled, fit_config=None, log=print) -> dict:
     """Every row x mode x label regime, each report cached as ``OUT/eval/<mode>/<regime>/<row>.json`` (re-runs and
     parallel invocations with disjoint modes reuse finished reports; the cache key holds the draws, the other
-    settings must not change between runs sharing ``out``). Returns {mode: {regime: {row: report}}}."""
+    settings must not change between runs sharing ``out``). ``cfg.readout`` applies to the frozen-feature modes
+    (linear, mlp; cached under ``OUT/eval/<mode>_<readout>/`` unless it is z); finetune rows always read z.
+    Returns {mode: {regime: {row: report}}}."""
     from flowfm.evaluation import FitConfig, evaluate_encoder
+    from flowfm.evaluation.protocol import FROZEN_MODES
 
     fit_config = fit_config or FitConfig()
     results: dict = {}
@@ -171,16 +234,16 @@ def evaluate_all(cfg: CompareConfig, models: dict, labelled, fit_config=None, lo
         draws = cfg.finetune_draws if finetune and cfg.finetune_draws is not None else cfg.draws
         for k in regimes:
             regime = _regime_name(k)
-            for row, (model, eval_mode) in rows.items():
-                path = Path(cfg.out) / "eval" / mode / _cache_name(k, draws) / f"{row.replace(' ', '_')}.json"
-                if path.is_file():
-                    report = json.loads(path.read_text())
-                else:
+            for row, (model, eval_mode, seeds) in rows.items():
+                path = _eval_dir(cfg, mode, k, draws) / f"{row.replace(' ', '_')}.json"
+                report = json.loads(path.read_text()) if path.is_file() else None
+                if report is None or report["seeds"] != seeds:   # new, or more seeds pretrained since
                     log(f"[compare] evaluating {row}: {eval_mode}, labels {regime}")
                     report = evaluate_encoder(model, labelled.x, labelled.y, labelled.pid, eval_mode,
-                                              seeds=cfg.seeds, n_folds=cfg.folds, label_subjects=k,
+                                              seeds=seeds, n_folds=cfg.folds, label_subjects=k,
                                               draws=draws, config=fit_config, name=row, data=cfg.data,
-                                              progress=None)
+                                              progress=None,
+                                              readout=cfg.readout if eval_mode in FROZEN_MODES else "z")
                     write_json(path, report)
                 results.setdefault(mode, {}).setdefault(regime, {})[row] = report
     return results
@@ -217,9 +280,11 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
     """Pretrain, evaluate, time-to-quality, then write compare.json / compare.md / plots under ``cfg.out``."""
     from flowfm.data import load_folder, load_hapt
     from flowfm.evaluation import bar_plot, markdown_table
+    from flowfm.evaluation.splits import subject_folds
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
+    stem = "compare" if cfg.readout == "z" else f"compare_{cfg.readout}"
     out.mkdir(parents=True, exist_ok=True)
     ds = load_hapt() if cfg.data == "hapt" else load_folder(cfg.data)
     data_arg = cfg.data
@@ -232,10 +297,13 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
         if not (out / "data_subset" / "X.npy").is_file():
             save_folder(ds, data_arg)
     labelled = ds.labelled()
-    models = pretrain_all(cfg, data_arg, log)
+    fold_subjects = [np.unique(labelled.pid[test]) for _, test in subject_folds(labelled.pid, cfg.folds)]
+    models = pretrain_all(cfg, data_arg, log, fold_subjects)
     results = evaluate_all(cfg, models, labelled, log=log)
     ttq = None
-    if cfg.time_to_quality and "flowfm" in cfg.methods and "diffusion" in cfg.methods:
+    if cfg.inductive and cfg.time_to_quality:
+        log("[compare] time to quality is measured on transductive runs only; skipped under --inductive")
+    elif cfg.time_to_quality and "flowfm" in cfg.methods and "diffusion" in cfg.methods:
         path = out / "time_to_quality.json"
         if path.is_file():
             ttq = json.loads(path.read_text())
@@ -248,23 +316,30 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
     sections = [f"# Comparison on {cfg.data}", "",
                 f"{len(ds)} windows, {len(labelled)} labelled, {len(np.unique(labelled.pid))} subjects; preset "
                 f"{cfg.preset}; every method pretrained {cfg.epochs} epochs (batch {cfg.batch_size}, lr {cfg.lr}) "
-                f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; {_machine()}.", "",
+                f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; frozen-feature readout "
+                f"{cfg.readout}; pretraining "
+                + ("inductive: per fold, without that fold's test subjects" if cfg.inductive else
+                   "transductive: all windows, labels unused (test subjects' unlabelled windows included)")
+                + f"; {_machine()}."
+                + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only (a design variant "
+                          "stopped early); its rows and differences use those seeds." for m, f in models.items()
+                          if len(f) < cfg.seeds), "",
                 "## Verdicts (FlowFM minus each baseline, paired macro-F1)", "", verdict_table(results)]
     plots = {}
     for mode, regimes in results.items():
         for regime, reports in regimes.items():
             sections += [f"## {mode}, labels: {regime}", "",
                          markdown_table(reports, baselines=[r for r in reports if r != "FlowFM"])]
-            plots[f"{mode}_{regime}"] = str(bar_plot(reports, out / f"compare_{mode}_{regime}.png",
+            plots[f"{mode}_{regime}"] = str(bar_plot(reports, out / f"{stem}_{mode}_{regime}.png",
                                                      baselines=[r for r in reports if r != "FlowFM"]))
     if ttq is not None:
         sections += ["## Training time to quality (linear probe, all labels)", "",
                      time_to_quality_markdown(ttq)]
     markdown = "\n".join(sections)
-    atomic_write_text(out / "compare.md", markdown)
+    atomic_write_text(out / f"{stem}.md", markdown)
     summary = {"config": asdict(cfg), "environment": environment(), "results": results, "time_to_quality": ttq,
                "plots": plots, "seconds": time.perf_counter() - t0}
-    write_json(out / "compare.json", summary)
+    write_json(out / f"{stem}.json", summary)
     log(markdown)
     return summary
 

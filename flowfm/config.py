@@ -15,7 +15,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(encoder_width=0.25, unet_channels=(24, 48, 96), unet_blocks=1, cond_dim=128),
     "tiny": dict(encoder_width=0.125, unet_channels=(16, 32), unet_blocks=1, cond_dim=32),
 }
-ENCODER_VIEWS = ("augment", "identical")
+ENCODER_VIEWS = ("augment", "identical", "shift", "shift+augment")
 T_SAMPLINGS = ("uniform", "logit_normal")
 
 
@@ -43,7 +43,8 @@ class FlowFMConfig(ConfigDictMixin):
     probability, ``t_sampling`` the training-time distribution (default t = sigmoid(N(1, 1)), biased toward the
     data end t = 1: on HAPT it gave a clearly better encoder than uniform t, README "Design variants"),
     ``stop_grad_encoder`` the ablation that blocks the
-    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3).
+    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its parameters,
+``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
     """
 
     preset: str = "small"
@@ -66,6 +67,7 @@ class FlowFMConfig(ConfigDictMixin):
     view_max_rotation_deg: float = 15.0
     view_warp_sigma: float = 0.1
     view_warp_knots: int = 4
+    view_max_shift: int = 150
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,6 +86,7 @@ class FlowFMConfig(ConfigDictMixin):
             (self.t_sampling in T_SAMPLINGS, f"t_sampling={self.t_sampling!r}; expected one of {T_SAMPLINGS}"),
             (self.encoder_view in ENCODER_VIEWS,
              f"encoder_view={self.encoder_view!r}; expected one of {ENCODER_VIEWS}"),
+            (self.view_max_shift >= 1, f"view_max_shift must be >= 1 sample, got {self.view_max_shift}"),
             (self.encoder_width > 0, f"encoder_width must be > 0, got {self.encoder_width}"),
             (all(c % self.groups == 0 for c in self.unet_channels),
              f"unet_channels {self.unet_channels} must all be divisible by groups={self.groups}"),

@@ -8,6 +8,8 @@ with (channels, blocks, f, order) = (64,2,2,2) (128,2,2,2) (256,2,5,1) (512,2,5,
 (B, 3, 300) window goes 300 -> 150 -> 75 -> 15 -> 3 -> 1 and a global average pool gives z (B, 1024). The input is
 raw acceleration in g, so SSL-Wearables-style inputs work unchanged; other lengths work through the pooling (a window
 shorter than ``min_length`` is first tiled periodically, consistent with the circular padding).
+:meth:`ResNetEncoder.pooled_stages` reads the global-average-pooled output of every stage instead (an intermediate
+readout for frozen-feature evaluation: (B, 64 + 128 + 256 + 512 + 1024) at width 1, its last block being z).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ def check_window_batch(x, in_channels: int, name: str = "x", min_length: int = 1
         raise ValueError(f"{name} has {x.shape[1]} channels; this model expects {in_channels}")
     if x.shape[2] < min_length:
         raise ValueError(f"{name} has length {x.shape[2]}; windows must have at least {min_length} samples")
+
+
+READOUTS = ("z", "stages")   # what a frozen encoder is read through: forward (z) or pooled_stages
 
 
 HARNET10_STAGES = ((64, 2, 2, 2), (128, 2, 2, 2), (256, 2, 5, 1), (512, 2, 5, 1), (1024, 0, 3, 1))
@@ -66,15 +71,19 @@ class BlurPool1d(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """(B, C, L) in g -> z (B, D) with D = round(1024 * width). ``width`` scales every stage's channels."""
+    """(B, C, L) in g -> z (B, D) with D = round(1024 * width). ``width`` scales every stage's channels.
+
+    ``stage_dims``: the channel count of each stage (its last entry is ``out_dim``); every stage of ``features``
+    ends with a :class:`BlurPool1d`."""
 
     def __init__(self, in_channels: int = 3, width: float = 1.0, stages=HARNET10_STAGES):
         super().__init__()
-        layers, c_in = [], in_channels
+        layers, c_in, self.stage_dims = [], in_channels, []
         for channels, blocks, factor, order in stages:
             c_out = max(8, int(round(channels * width)))
             layers += [_conv5(c_in, c_out), *[PreActResBlock(c_out) for _ in range(blocks)],
                        nn.BatchNorm1d(c_out), nn.ReLU(inplace=True), BlurPool1d(c_out, factor, order)]
+            self.stage_dims.append(c_out)
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.out_dim = c_in
@@ -98,9 +107,24 @@ class ResNetEncoder(nn.Module):
                 return length
             length += 1
 
+    def _tile_short(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) -> (B, C, max(L, min_length)): a window shorter than ``min_length`` is tiled periodically,
+        consistent with the circular padding of every conv; longer ones are returned unchanged."""
+        if x.shape[-1] >= self.min_length:
+            return x
+        reps = -(-self.min_length // x.shape[-1])
+        return x.repeat(1, 1, reps)[..., :self.min_length]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] < self.min_length:
-            # shorter windows are tiled periodically, consistent with the circular padding of every conv
-            reps = -(-self.min_length // x.shape[-1])
-            x = x.repeat(1, 1, reps)[..., :self.min_length]
-        return self.features(x).mean(dim=-1)
+        """(B, C, L) in g -> z (B, out_dim): the global average pool of the last stage's output."""
+        return self.features(self._tile_short(x)).mean(dim=-1)
+
+    def pooled_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) in g -> (B, sum(stage_dims)): the global average pool (over time) of every stage's output
+        (after its BlurPool1d), concatenated in stage order; the last ``out_dim`` columns equal ``forward(x)``."""
+        h, pooled = self._tile_short(x), []
+        for module in self.features:
+            h = module(h)
+            if isinstance(module, BlurPool1d):
+                pooled.append(h.mean(dim=-1))
+        return torch.cat(pooled, dim=1)

@@ -92,9 +92,11 @@ class FlowFM(CheckpointMixin, nn.Module):
 
     def loss(self, x: torch.Tensor, *, x0: Optional[torch.Tensor] = None, t: Optional[torch.Tensor] = None,
              drop: Optional[torch.Tensor] = None, view: Optional[torch.Tensor] = None,
-             generator: Optional[torch.Generator] = None, reduction: str = "mean") -> torch.Tensor:
+             shifted: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+             reduction: str = "mean") -> torch.Tensor:
         """Joint flow-matching loss of a batch x (B, C, L) in g. Random draws (noise ``x0``, times ``t``, condition
-        ``drop`` mask, encoder ``view``) come from ``generator`` unless passed explicitly."""
+        ``drop`` mask, encoder ``view``) come from ``generator`` unless passed explicitly; ``shifted`` (B, C, L)
+        are the time-shifted cuts the ``shift`` encoder views need (:func:`flowfm.views.encoder_view`)."""
         self._check_input(x)
         cfg, b = self.config, x.shape[0]
         with nvtx_range("flowfm/loss"):
@@ -106,7 +108,7 @@ class FlowFM(CheckpointMixin, nn.Module):
             if drop is None:
                 drop = rng.rand(b, generator, device=x.device) < cfg.p_uncond
             if view is None:
-                view = encoder_view(x, cfg, generator)
+                view = encoder_view(x, cfg, generator, shifted)
             z = self.training_condition(view, drop)
             x_t = flowfm_kernels.interpolate(x0, x1, t, cfg.sigma_min, backend=self.backend)
             v = self.velocity(x_t, t, z)

@@ -70,6 +70,10 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
     try:
         with torch.inference_mode(), nvtx_range("flowfm/sample"):
             cond, conditional = _validated_condition(model, z, x_ref, n)
+            if (not conditional or guidance != 1.0) and model.config.p_uncond == 0:
+                raise ValueError("this model was trained without condition dropout (p_uncond = 0), so its null "
+                                 "vector was never trained: unconditional sampling (n=) and guidance != 1 need a "
+                                 "model pretrained with --p-uncond > 0; pass z= or x_ref= with guidance=1")
             b, device = cond.shape[0], cond.device
             x0 = torch.randn((b, model.config.in_channels, length), generator=generator,
                              device=generator.device if generator is not None else device).to(device)

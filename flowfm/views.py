@@ -1,7 +1,9 @@
 """Encoder views: what the encoder sees of a window x1 while the generator must produce x1 itself (SPEC §3).
 
-``identical``: E sees x1. ``augment`` (default, best measured so far, SPEC §9): a mild, label-preserving
-augmentation, applied per window, in this order (all in g, x of shape (B, C, L)):
+``identical``: E sees x1. ``shift``: E sees a time-shifted cut of the same recording (up to ``view_max_shift``
+samples earlier or later, :mod:`flowfm.data.time_shift`; the trainer supplies the cuts). ``augment`` (default, best
+measured, README "Design variants"): a mild, label-preserving augmentation, applied per window, in this order (all
+in g, x of shape (B, C, L)); ``shift+augment`` augments the shifted cut:
 
 1. time warp: speed s(t) = 1 + sigma * piecewise-linear noise over ``knots`` knots, positions
    p = cumsum(s) rescaled to [0, L-1], x'(l) = x(p_l) by linear interpolation;
@@ -68,9 +70,23 @@ def augment_view(x: torch.Tensor, scale=(0.8, 1.2), jitter_g: float = 0.02, max_
     return out
 
 
-def encoder_view(x: torch.Tensor, cfg, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Apply ``cfg.encoder_view`` (a :class:`~flowfm.config.FlowFMConfig`) to a batch (B, C, L)."""
-    if cfg.encoder_view == "identical":
+def needs_shifted_cuts(cfg) -> bool:
+    """Whether ``cfg.encoder_view`` reads time-shifted cuts (which only the data pipeline can cut)."""
+    return cfg.encoder_view.startswith("shift")
+
+
+def encoder_view(x: torch.Tensor, cfg, generator: Optional[torch.Generator] = None,
+                 shifted: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Apply ``cfg.encoder_view`` (a :class:`~flowfm.config.FlowFMConfig`) to a batch (B, C, L); ``shifted``
+    (B, C, L) holds the time-shifted cuts of the same windows, required by the ``shift`` views."""
+    if needs_shifted_cuts(cfg):
+        if shifted is None:
+            raise ValueError(f"encoder_view={cfg.encoder_view!r} needs the time-shifted cut of every window "
+                             "(pass shifted=...; flowfm.training.pretrain cuts them from consecutive windows)")
+        if shifted.shape != x.shape:
+            raise ValueError(f"shifted cuts must have the batch's shape {tuple(x.shape)}, got {tuple(shifted.shape)}")
+        x = shifted
+    if not cfg.encoder_view.endswith("augment"):
         return x
     return augment_view(x, cfg.view_scale, cfg.view_jitter_g, cfg.view_max_rotation_deg, cfg.view_warp_sigma,
                         cfg.view_warp_knots, generator)

@@ -87,3 +87,83 @@ def test_evaluate_only_refuses_to_pretrain(compare_run, tmp_path):
     cfg, _ = compare_run
     with pytest.raises(FileNotFoundError, match="evaluate-only"):
         run_compare(replace(cfg, out=str(tmp_path / "fresh"), evaluate_only=True), log=lambda *_: None)
+
+
+def test_stages_readout_has_its_own_cache_and_outputs(compare_run):
+    from dataclasses import replace
+
+    cfg, first = compare_run
+    with pytest.raises(ValueError, match="readout='pool'"):
+        replace(cfg, readout="pool")
+    out = Path(cfg.out)
+    z_path = out / "eval" / "linear" / "all" / "FlowFM.json"
+    z_before, compare_before = z_path.read_text(), (out / "compare.json").read_text()
+    assert json.loads(z_before)["readout"] == "z"
+    stages = run_compare(replace(cfg, readout="stages", modes=("linear", "finetune"), label_subjects=(None,)),
+                         log=lambda *_: None)
+    report = json.loads((out / "eval" / "linear_stages" / "all" / "FlowFM.json").read_text())
+    assert report["readout"] == "stages" and stages["results"]["linear"]["all"]["FlowFM"]["readout"] == "stages"
+    # finetune reads z whatever the readout: its cached reports (OUT/eval/finetune/...) are reused unchanged
+    assert not (out / "eval" / "finetune_stages").exists()
+    assert stages["results"]["finetune"] == first["results"]["finetune"]
+    assert z_path.read_text() == z_before and (out / "compare.json").read_text() == compare_before
+    assert (out / "compare_stages.json").is_file() and (out / "compare_stages_linear_all.png").is_file()
+    assert "frozen-feature readout stages" in (out / "compare_stages.md").read_text()
+
+
+def test_cli_compare_passes_the_readout(compare_run):
+    from flowfm.cli import main
+
+    cfg, _ = compare_run
+    assert main(["compare", "--data", cfg.data, "--out", cfg.out, "--seeds", "2", "--epochs", "2", "--preset", "tiny",
+                 "--modes", "linear", "--label-subjects", "all", "--draws", "1", "--folds", "3", "--evaluate-only",
+                 "--skip-time-to-quality", "--readout", "stages"]) == 0
+    summary = json.loads((Path(cfg.out) / "compare_stages.json").read_text())
+    assert summary["config"]["readout"] == "stages"
+    assert {r["readout"] for r in summary["results"]["linear"]["all"].values()} == {"stages"}
+
+
+def test_inductive_pretraining_never_sees_the_fold_test_subjects(compare_run, tmp_path):
+    from dataclasses import replace
+
+    from flowfm.data.corpus import open_corpus
+    from flowfm.data.folder import load_folder
+    from flowfm.evaluation import subject_folds
+
+    cfg, _ = compare_run
+    icfg = replace(cfg, out=str(tmp_path / "inductive"), methods=("flowfm",), variants={}, seeds=1, epochs=1,
+                   modes=("linear",), label_subjects=(None,), inductive=True)
+    summary = run_compare(icfg, log=lambda *_: None)
+    labelled = load_folder(cfg.data).labelled()
+    all_pids = set(open_corpus([cfg.data]).subject_ids().tolist())
+    for fold, (_, test) in enumerate(subject_folds(labelled.pid, cfg.folds)):
+        run = Path(icfg.out) / "pretrain" / "flowfm" / "seed_0" / f"fold_{fold}"
+        record = json.loads((run / "data.json").read_text())
+        excluded = {int(s) for s in record["exclude_subjects"].split(",")}
+        assert excluded == set(np.unique(labelled.pid[test]).tolist()) and excluded < all_pids
+        assert (run / "model" / "config.json").is_file()
+    report = summary["results"]["linear"]["all"]["FlowFM"]
+    assert report["pretraining"].startswith("per fold")
+    assert summary["results"]["linear"]["all"]["random init (frozen)"]["pretraining"] == "one model for all folds"
+    assert summary["time_to_quality"] is None and "inductive" in (Path(icfg.out) / "compare.md").read_text()
+
+
+def test_a_variant_with_fewer_seeds_is_evaluated_on_the_seeds_it_has(compare_run, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    cfg, first = compare_run
+    out = tmp_path / "partial"
+    shutil.copytree(Path(cfg.out) / "pretrain", out / "pretrain")
+    shutil.rmtree(out / "pretrain" / "FlowFM identical view" / "seed_1")
+    partial = run_compare(replace(cfg, out=str(out), evaluate_only=True, modes=("linear",), label_subjects=(None,)),
+                          log=lambda *_: None)
+    reports = partial["results"]["linear"]["all"]
+    assert reports["FlowFM identical view"]["seeds"] == [0] and reports["FlowFM"]["seeds"] == [0, 1]
+    seed0 = first["results"]["linear"]["all"]["FlowFM identical view"]["per_seed"][0]
+    assert reports["FlowFM identical view"]["per_seed"][0]["macro_f1"] == seed0["macro_f1"]
+    assert "pretrained for seeds [0] only" in (out / "compare.md").read_text()
+    shutil.rmtree(out / "pretrain" / "flowfm" / "seed_1")          # a method (not a variant) must be complete
+    with pytest.raises(FileNotFoundError, match="evaluate-only"):
+        run_compare(replace(cfg, out=str(out), evaluate_only=True, modes=("linear",), label_subjects=(None,)),
+                    log=lambda *_: None)

@@ -286,3 +286,36 @@ def test_bounded_memory_over_a_corpus_larger_than_the_allowance(tmp_path):
     allowance_mb = 48  # the memory the corpus may add: < 1/6 of its 288 MiB
     assert bounded["growth_mb"] < allowance_mb, result
     assert control["growth_mb"] > 0.5 * corpus_mb, result  # what an unreleased mapping costs: the measure works
+
+
+def test_excluding_subjects_keeps_every_other_window_in_order(tmp_path):
+    full = _shards(tmp_path / "c", [4, 6, 3], length=300)        # shard k holds subject k
+    rec = tmp_path / "walk.npy"
+    np.save(rec, _recording(40, 30.0))
+    corpus = open_corpus([str(tmp_path / "c"), str(rec)], recording_fs=30.0)
+    pid = corpus.subject_ids()
+    assert len(pid) == len(corpus) and list(pid[:13].astype(str)) == ["0"] * 4 + ["1"] * 6 + ["2"] * 3
+    view = corpus.without_subjects([1, "2"])
+    keep = [i for i in range(len(corpus)) if str(pid[i]) not in ("1", "2")]
+    assert len(view) == len(keep) and np.array_equal(view[:], corpus[np.array(keep)])
+    assert np.array_equal(view[:4], full[:4])
+    with pytest.raises(ValueError, match="subject\\(s\\) 9 are not in the corpus"):
+        corpus.without_subjects([9])
+    with pytest.raises(ValueError, match="leaves no windows"):
+        open_corpus([str(tmp_path / "c")]).without_subjects([0, 1, 2])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    np.save(bare / "X.npy", full[:3].transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="no subject ids"):
+        open_corpus([str(bare)]).subject_ids()
+
+
+def test_pretrain_excludes_subjects_and_records_it(tmp_path):
+    _shards(tmp_path / "c", [8, 8, 8])
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(tmp_path / "c"), "--exclude-subjects", "0,2", "--preset", "tiny",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "data.json").read_text())
+    assert record["windows"] == 8 and record["exclude_subjects"] == "0,2"
+    assert main(["pretrain", "--data", str(tmp_path / "c"), "--exclude-subjects", "7", "--preset", "tiny",
+                 "--epochs", "1", "--out", str(tmp_path / "bad"), "--no-progress"]) != 0

@@ -18,8 +18,8 @@ import flowfm.evaluation.protocol as protocol_module
 from flowfm.cli import main
 from flowfm.data import WindowDataset, save_folder
 from flowfm.evaluation import (FitConfig, LeakError, bar_plot, carve_validation, check_split, class_weights,
-                               encoder_model, evaluate_encoder, fit_classifier, markdown_table, paired_differences,
-                               predict, subject_folds)
+                               encode_windows, encoder_model, evaluate_encoder, fit_classifier, markdown_table,
+                               paired_differences, predict, subject_folds)
 from flowfm.evaluation.metrics import summarize
 
 MARK = 100.0   # x[:, 0, 0] = MARK + subject id: the subject of a window, readable wherever the window goes
@@ -325,3 +325,138 @@ def test_cli_evaluate_clear_errors(folder, tmp_path, capsys):
     assert "label_subjects" in capsys.readouterr().err
     assert main(base) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def _tiny_random_model(length=64):
+    factory, _ = encoder_model("random", preset="tiny", window=length)
+    return factory(0)
+
+
+def test_encode_windows_stages_readout_shape_and_blocks():
+    from flowfm.encoder import BlurPool1d
+
+    model = _tiny_random_model()
+    x = np.random.default_rng(0).standard_normal((10, 3, 64)).astype(np.float32)
+    feats = encode_windows(model, x, batch_size=4, readout="stages")      # 3 batches
+    enc = model.encoder
+    assert feats.shape == (10, sum(enc.stage_dims)) and feats.dtype == np.float32
+    first = next(m for m in enc.features if isinstance(m, BlurPool1d))
+    pools = []
+    handle = first.register_forward_hook(lambda _m, _i, out: pools.append(out.mean(dim=-1)))
+    try:
+        with torch.no_grad():
+            z = enc.eval()(torch.from_numpy(x))
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(feats[:, :enc.stage_dims[0]], pools[0].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(feats[:, -enc.out_dim:], z.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(feats[:, -enc.out_dim:], encode_windows(model, x, batch_size=4), rtol=0, atol=1e-6)
+
+
+def test_bad_readouts_are_rejected():
+    model = _tiny_random_model()
+    x, y, pid = _separable(n_subjects=3, per=3)
+    with pytest.raises(ValueError, match=r"readout='pooled'.*\('z', 'stages'\)"):
+        encode_windows(model, x, readout="pooled")
+    with pytest.raises(ValueError, match=r"readout='pooled'.*\('z', 'stages'\)"):
+        evaluate_encoder(model, x, y, pid, "linear", readout="pooled")
+    for mode in ("finetune", "scratch"):
+        with pytest.raises(ValueError, match=r"readout='stages'.*frozen-feature modes"):
+            evaluate_encoder(model, x, y, pid, mode, readout="stages")
+
+
+def test_linear_evaluation_with_the_stages_readout(monkeypatch):
+    x, y, pid = _separable(n_subjects=6, per=9)
+    model = _tiny_random_model(x.shape[2])
+    widths, real_probe = [], protocol_module.linear_probe
+
+    def probe_spy(feats, *args, **kwargs):
+        widths.append(feats.shape[1])
+        return real_probe(feats, *args, **kwargs)
+
+    monkeypatch.setattr(protocol_module, "linear_probe", probe_spy)
+    report = evaluate_encoder(model, x, y, pid, "linear", seeds=1, n_folds=3, readout="stages")
+    assert widths == [sum(model.encoder.stage_dims)]
+    assert json.loads(json.dumps(report))["readout"] == "stages"
+    assert 0.0 <= report["macro_f1_mean"] <= 1.0
+    assert "linear, stages" in markdown_table({"m": report})
+
+
+def test_cli_evaluate_readout(folder, tmp_path, capsys):
+    base = ["evaluate", "--data", str(folder), "--preset", "tiny", "--folds", "3", "--quiet"]
+    out = tmp_path / "stages.json"
+    assert main(base + ["--encoder", "random", "--readout", "stages", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "linear" and report["readout"] == "stages"
+    assert main(base + ["--encoder", "scratch", "--mode", "finetune", "--readout", "stages"]) == 2
+    assert "frozen-feature modes" in capsys.readouterr().err
+
+
+def _decode(inputs):
+    """(scales, subjects) of windows or stub features: column 0 holds (MARK + subject) * scale, scale in 1..9."""
+    a = np.asarray(inputs)
+    col = (a[:, 0, 0] if a.ndim == 3 else a[:, 0]).astype(np.float64)
+    scale = np.floor(col / MARK)
+    return set(scale.astype(int).tolist()), set(np.rint(col / scale - MARK).astype(int).tolist())
+
+
+@pytest.mark.parametrize("mode", ["linear", "mlp", "finetune"])
+def test_per_fold_models_serve_their_own_fold_only(monkeypatch, mode):
+    """Inductive evaluation: fold f's classifier is fit and tested on the features of fold f's model alone."""
+    x, y, pid = _marked_data()
+    fold_of = {int(s): f for f, (_, test) in enumerate(subject_folds(pid, 3)) for s in np.unique(pid[test])}
+    models = protocol_module.PerFold(_StubModel() for _ in range(3))
+    for f, m in enumerate(models):
+        m.encoder.scale.data.fill_(f + 2.0)   # fold f's features carry scale f + 2 in their marker column
+    fits = []
+    real_fit, real_predict = fit_module.fit_classifier, fit_module.predict
+
+    def fit_spy(net, groups, x_fit, *args, **kwargs):
+        scales, _ = _decode(x_fit)
+        if mode == "finetune":
+            scales = {int(net.encoder.scale.item())}
+        fits.append({"scales": scales, "test": None})
+        return real_fit(net, groups, x_fit, *args, **kwargs)
+
+    def predict_spy(net, x_test, *args, **kwargs):
+        scales, subjects = _decode(x_test)
+        fits[-1]["test"] = subjects
+        if mode != "finetune":
+            assert scales == fits[-1]["scales"]
+        return real_predict(net, x_test, *args, **kwargs)
+
+    class PipelineSpy:
+        def __init__(self, *steps):
+            from sklearn.pipeline import make_pipeline
+            self.inner = make_pipeline(*steps)
+
+        def fit(self, X, y_fit):
+            fits.append({"scales": _decode(X)[0], "test": None})
+            self.inner.fit(X, y_fit)
+            return self
+
+        def predict(self, X):
+            scales, fits[-1]["test"] = _decode(X)
+            assert scales == fits[-1]["scales"]
+            return self.inner.predict(X)
+
+    monkeypatch.setattr(fit_module, "fit_classifier", fit_spy)
+    monkeypatch.setattr(fit_module, "predict", predict_spy)
+    monkeypatch.setattr(probe_module, "make_pipeline", PipelineSpy)
+    report = evaluate_encoder(models, x, y, pid, mode, seeds=1, n_folds=3, config=CFG)
+    assert report["pretraining"].startswith("per fold") and len(fits) == 3
+    for record in fits:
+        folds = {fold_of[s] for s in record["test"]}
+        assert len(folds) == 1 and record["scales"] == {folds.pop() + 2}
+    with pytest.raises(ValueError, match="2 per-fold models for 3 folds"):
+        evaluate_encoder(protocol_module.PerFold(models[:2]), x, y, pid, mode, seeds=1, n_folds=3, config=CFG)
+
+
+def test_per_fold_copies_of_one_model_equal_the_shared_model():
+    x, y, pid = _separable(n_subjects=6, per=9)
+    model = _tiny_random_model(x.shape[2])
+    shared = evaluate_encoder(model, x, y, pid, "linear", seeds=2, n_folds=3, label_subjects=2, draws=2)
+    per_fold = evaluate_encoder(lambda seed: protocol_module.PerFold([model] * 3), x, y, pid, "linear", seeds=2,
+                                n_folds=3, label_subjects=2, draws=2)
+    assert [s["macro_f1"] for s in per_fold["per_seed"]] == [s["macro_f1"] for s in shared["per_seed"]]
+    assert shared["pretraining"] == "one model for all folds"

@@ -27,6 +27,40 @@ def test_harnet10_encoder_matches_ssl_wearables_shape():
     assert 10.0e6 < n_params < 11.0e6, n_params
     assert enc._stage_lengths(300) == [300, 150, 75, 15, 3, 1]
     assert enc(torch.randn(2, 3, 300)).shape == (2, 1024)
+    assert enc.stage_dims == [64, 128, 256, 512, 1024]
+
+
+def _hooked_stage_pools(enc: ResNetEncoder, x: torch.Tensor) -> list:
+    """Reference readout: the time-mean of every BlurPool1d output, captured by forward hooks during enc(x)."""
+    pools = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: pools.append(out.mean(dim=-1)))
+               for m in enc.features if isinstance(m, BlurPool1d)]
+    try:
+        z = enc(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return pools, z
+
+
+@pytest.mark.parametrize("kind", ["odd", "non_contiguous", "short"])
+def test_pooled_stages_are_the_pooled_stage_outputs_and_end_with_z(kind):
+    torch.manual_seed(0)
+    enc = ResNetEncoder(3, width=0.125).eval()
+    x = {"odd": torch.randn(2, 3, 97),
+         "non_contiguous": torch.randn(2, 97, 3).transpose(1, 2),
+         "short": torch.randn(2, 3, 7)}[kind]                     # shorter than min_length: tiled as in forward
+    assert x.is_contiguous() == (kind != "non_contiguous")
+    with torch.no_grad():
+        stages = enc.pooled_stages(x)
+        pools, z = _hooked_stage_pools(enc, x)
+    assert len(enc.stage_dims) == 5 and enc.stage_dims[-1] == enc.out_dim
+    assert stages.shape == (2, sum(enc.stage_dims))
+    torch.testing.assert_close(stages[:, -enc.out_dim:], z, rtol=0, atol=1e-6)
+    blocks = torch.split(stages, enc.stage_dims, dim=1)
+    assert len(pools) == len(blocks) == 5
+    for i, (block, ref) in enumerate(zip(blocks, pools)):
+        torch.testing.assert_close(block, ref, rtol=0, atol=1e-6, msg=f"stage {i}")
 
 
 def test_blurpool_kernel_is_normalised_box_convolution():

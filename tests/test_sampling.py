@@ -72,3 +72,13 @@ def test_denormalises_output(model):
 def test_validation(model, make_kwargs, message):
     with pytest.raises(ValueError, match=message):
         flowfm.fast_sample(model, **make_kwargs(model.z_dim))
+
+
+def test_a_model_without_condition_dropout_refuses_unconditional_and_guided_sampling():
+    torch.manual_seed(0)
+    m = flowfm.FlowFM(FlowFMConfig(preset="tiny", window=48, p_uncond=0.0))
+    z = torch.randn(2, m.z_dim)
+    assert flowfm.fast_sample(m, z=z, steps=2).shape == (2, 3, 48)
+    for kwargs in (dict(n=2), dict(z=z, guidance=2.0)):
+        with pytest.raises(ValueError, match="without condition dropout"):
+            flowfm.fast_sample(m, steps=2, **kwargs)

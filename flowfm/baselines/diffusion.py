@@ -152,11 +152,12 @@ class DiffusionFM(FlowFM):
 
     def loss(self, x: torch.Tensor, *, noise: Optional[torch.Tensor] = None,
              timesteps: Optional[torch.Tensor] = None, drop: Optional[torch.Tensor] = None,
-             view: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-             reduction: str = "mean") -> torch.Tensor:
+             view: Optional[torch.Tensor] = None, shifted: Optional[torch.Tensor] = None,
+             generator: Optional[torch.Generator] = None, reduction: str = "mean") -> torch.Tensor:
         """Joint DDPM loss of a batch x (B, C, L) in g. Random draws, in this order from ``generator`` unless
         passed explicitly: ``noise`` eps (B, C, L), integer ``timesteps`` (B,) in [0, T), condition ``drop``
-        mask (B,), encoder ``view`` (B, C, L). ``reduction``: ``"mean"`` (scalar) or ``"per_sample"`` (B,)."""
+        mask (B,), encoder ``view`` (B, C, L) (from the time-shifted cuts ``shifted`` under a ``shift`` view).
+        ``reduction``: ``"mean"`` (scalar) or ``"per_sample"`` (B,)."""
         self._check_input(x)
         cfg, b = self.config, x.shape[0]
         if reduction not in ("mean", "per_sample"):
@@ -175,7 +176,7 @@ class DiffusionFM(FlowFM):
             if drop is None:
                 drop = rng.rand(b, generator, device=x.device) < cfg.p_uncond
             if view is None:
-                view = encoder_view(x, cfg, generator)
+                view = encoder_view(x, cfg, generator, shifted)
             z = self.training_condition(view, drop)
             x_t = self.q_sample(x_data, timesteps, noise)
             sq = (self.eps(x_t, timesteps, z).float() - noise.float()) ** 2

@@ -80,10 +80,17 @@ class ShardSource:
             pid_shape = read_npy_header(pid_path)[0]
             if pid_shape[:1] != (self.n,):
                 raise ValueError(f"{pid_path} has shape {pid_shape} but X.npy holds {self.n} windows")
+        self._pid_path = pid_path if pid_path.is_file() else None
         self._x_path, self._layout = x_path, (shape, dtype, offset, "F" if fortran else "C")
 
     def __len__(self) -> int:
         return self.n
+
+    def subject_ids(self) -> Optional[np.ndarray]:
+        """(n,) subject ids from ``pid.npy``, None when the shard has none."""
+        if self._pid_path is None:
+            return None
+        return np.load(self._pid_path, allow_pickle=False)
 
     def read(self, idx: np.ndarray, out: np.ndarray) -> None:
         """Write windows ``idx`` (sorted local int array) into ``out``, ``(len(idx), C, L)`` float32."""
@@ -110,14 +117,20 @@ class ShardSource:
 class ArraySource:
     """Windows already in an ``(n, C, L)`` array (in memory or a memmap), e.g. a :class:`WindowDataset`'s ``x``."""
 
-    def __init__(self, x: np.ndarray, name: str, fs: float = 30.0):
+    def __init__(self, x: np.ndarray, name: str, fs: float = 30.0, pid: Optional[np.ndarray] = None):
         if x.ndim != 3:
             raise ValueError(f"{name}: windows must have shape (N, C, L), got {tuple(x.shape)}")
-        self._x, self.name, self.fs = x, name, float(fs)
+        if pid is not None and len(pid) != len(x):
+            raise ValueError(f"{name}: {len(pid)} subject ids for {len(x)} windows")
+        self._x, self.name, self.fs, self._pid = x, name, float(fs), pid
         self.n, self.n_channels, self.window_length = (int(s) for s in x.shape)
 
     def __len__(self) -> int:
         return self.n
+
+    def subject_ids(self) -> Optional[np.ndarray]:
+        """(n,) subject ids, None when none were given."""
+        return None if self._pid is None else np.asarray(self._pid)
 
     def read(self, idx: np.ndarray, out: np.ndarray) -> None:
         out[...] = self._x[idx]
@@ -246,6 +259,36 @@ class WindowCorpus(_Indexable):
             self.sources[s].read(idx[cut[s]:cut[s + 1]] - self.offsets[s], out[cut[s]:cut[s + 1]])
         return out
 
+    def subject_ids(self) -> np.ndarray:
+        """(N,) subject id of every window, from each source (``pid.npy`` of a shard, HAPT's user ids); a
+        continuous recording is one subject, named by its path. ValueError when a shard has no ``pid.npy``."""
+        parts = []
+        for source in self.sources:
+            if isinstance(source, RecordingSource):
+                parts.append(np.full(len(source), source.name, dtype=object))
+                continue
+            pid = source.subject_ids()
+            if pid is None:
+                raise ValueError(f"{source.name} has no subject ids (pid.npy); subjects cannot be selected")
+            parts.append(np.asarray(pid))
+        kinds = {p.dtype.kind for p in parts}
+        return np.concatenate(parts if len(kinds) == 1 else [p.astype(str).astype(object) for p in parts])
+
+    def without_subjects(self, subjects: Iterable) -> "CorpusView":
+        """The windows of every subject except ``subjects`` (compared as strings, so ``"7"`` matches id 7).
+        ValueError naming the ids that match no window, or when nothing is left."""
+        pid_text = self.subject_ids().astype(str)
+        wanted = {str(s) for s in subjects}
+        unknown = sorted(wanted - set(pid_text))
+        if unknown:
+            known = sorted({str(p) for p in pid_text})
+            raise ValueError(f"subject(s) {', '.join(unknown)} are not in the corpus (its {len(known)} subjects: "
+                             f"{', '.join(known[:20])}{' ...' if len(known) > 20 else ''})")
+        keep = np.flatnonzero(~np.isin(pid_text, list(wanted)))
+        if keep.size == 0:
+            raise ValueError("excluding those subjects leaves no windows")
+        return self.subset(keep)
+
     def __repr__(self) -> str:
         return (f"WindowCorpus(N={len(self)}, C={self.n_channels}, L={self.window_length}, fs={self.fs:g} Hz, "
                 f"sources={len(self.sources)})")
@@ -313,7 +356,7 @@ def open_corpus(specs: Iterable[str], recording_fs: Optional[float] = None) -> W
             from .hapt import load_hapt
 
             ds = load_hapt()
-            sources.append(ArraySource(ds.x, "hapt", ds.fs))
+            sources.append(ArraySource(ds.x, "hapt", ds.fs, pid=ds.pid))
             continue
         for path in expand_paths([spec]):
             if path.is_dir():

@@ -22,17 +22,24 @@ def linear_probe(features: np.ndarray, y: np.ndarray, pid: np.ndarray, n_folds: 
                  label_subjects: Optional[int] = None, draws: int = 1, seed: int = 0, C: float = 1.0,
                  max_iter: int = 1000) -> dict:
     """features (N, D), labels y (N,), subject ids pid (N,) -> {"per_draw": [...metrics], "macro_f1": summary,
-    "kappa": summary, ...}."""
-    features, y, pid = np.asarray(features), np.asarray(y), np.asarray(pid)
-    if not (len(features) == len(y) == len(pid)):
-        raise ValueError(f"features ({len(features)}), y ({len(y)}) and pid ({len(pid)}) differ in length")
+    "kappa": summary, ...}. ``features`` may also be a list of one (N, D) array per fold (the features of per-fold
+    encoders, inductive evaluation): fold f is fit and tested on ``features[f]``."""
+    per_fold = isinstance(features, list)
+    y, pid = np.asarray(y), np.asarray(pid)
+    feature_sets = [np.asarray(f) for f in features] if per_fold else [np.asarray(features)]
+    if not all(len(f) == len(y) == len(pid) for f in feature_sets):
+        raise ValueError(f"features ({[len(f) for f in feature_sets]}), y ({len(y)}) and pid ({len(pid)}) differ "
+                         "in length")
     folds = subject_folds(pid, n_folds, loso)
+    if per_fold and len(feature_sets) != len(folds):
+        raise ValueError(f"{len(feature_sets)} per-fold feature sets for {len(folds)} folds")
     labels = np.unique(y)
     draws = draws if label_subjects is not None else 1
     per_draw = []
     for draw in range(draws):
         y_pred = np.empty_like(y)
         for fold, (train_idx, test_idx) in enumerate(folds):
+            features = feature_sets[fold if per_fold else 0]
             chosen = label_subject_draw(pid, train_idx, label_subjects, seed=seed * 100_003 + fold * 1_009 + draw)
             assert not np.isin(pid[chosen], pid[test_idx]).any(), "test subject leaked into training"
             if len(np.unique(y[chosen])) < 2:

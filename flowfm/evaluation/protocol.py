@@ -9,6 +9,11 @@ Modes (``mode=``):
               (what ``model.encode`` computes for every method of the library), early stopping
     scratch   as finetune, from the same encoder architecture at a random init (supervised from scratch)
 
+Frozen-feature modes (linear, mlp) read the representation through ``readout=``
+(:data:`flowfm.evaluation.features.READOUTS`): ``"z"`` (the encoder's final pooled output, the default) or
+``"stages"`` (the pooled outputs of every encoder stage, concatenated). finetune / scratch train the encoder on z
+and accept ``"z"`` only.
+
 Protocol, identical for every model so that differences are paired: for evaluation seed ``s``, fold ``f`` and
 label-subject draw ``d`` the labelled training subjects are ``label_subject_draw(pid, train_idx, k,
 seed=s * 100003 + f * 1009 + d)`` (the draws of ``linear_probe``), validation subjects are carved from them with a
@@ -20,8 +25,9 @@ draw into macro-F1 / kappa (every labelled window predicted once per draw) plus 
 
 Report (JSON-serialisable dict)::
 
-    {"model", "data", "mode", "folds", "loso", "label_subjects", "draws", "seeds": [...], "fit_config": {...},
-     "validation": str, "per_seed": [{"seed", "seconds", "macro_f1", "kappa", "subject_f1_mean",
+    {"model", "data", "mode", "readout", "folds", "loso", "label_subjects", "draws", "seeds": [...],
+     "fit_config": {...}, "validation": str,
+     "per_seed": [{"seed", "seconds", "macro_f1", "kappa", "subject_f1_mean",
         "draws": [{"draw", "macro_f1", "kappa", "subject_f1_mean", "subject_f1_sd", "subject_kappa_mean",
                    "subject_kappa_sd", "epochs": [per fold] | None, "best_epochs": [...] | None,
                    "val_subjects": [...] | None, "seconds"}]}],
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 
 from flowfm.evaluation import fit as _fit
-from flowfm.evaluation.features import encode_windows
+from flowfm.evaluation.features import check_readout, encode_windows
 from flowfm.evaluation.heads import EncoderClassifier, MLPHead, reinitialize
 from flowfm.evaluation.metrics import classification_metrics, summarize
 from flowfm.evaluation.probe import linear_probe
@@ -48,6 +54,18 @@ from flowfm.evaluation.splits import label_subject_draw, subject_folds
 from flowfm.evaluation.validation import ProtocolSplit, carve_validation, check_split
 
 MODES = ("linear", "mlp", "finetune", "scratch")
+
+
+class PerFold(list):
+    """One model per fold, in the fold order of :func:`~flowfm.evaluation.splits.subject_folds`: inductive
+    evaluation, where fold f's model was pretrained without fold f's test subjects (``flowfm compare
+    --inductive``). Pass it (or a callable seed -> PerFold) wherever :func:`evaluate_encoder` takes a model."""
+
+
+def _for_fold(model_or_folds, fold: int):
+    """The model (or frozen features) that fold ``fold`` uses: its own under :class:`PerFold`, else the shared one."""
+    return model_or_folds[fold] if isinstance(model_or_folds, PerFold) else model_or_folds
+FROZEN_MODES = ("linear", "mlp")
 VALIDATION_RULE = ("validation subjects = max(1, round(val_fraction * n)) of the n labelled training subjects of "
                    "each fold (at most n - 1); a single labelled subject (k = 1) gets no validation: fixed "
                    "max_epochs budget, last-epoch weights")
@@ -87,6 +105,7 @@ def _encode(encoder, x, batch_size: int, device) -> np.ndarray:
 def _fit_predict(mode: str, model, x: np.ndarray, feats: Optional[np.ndarray], y_int: np.ndarray,
                  split: ProtocolSplit, n_classes: int, config: _fit.FitConfig, seed: int, device) -> tuple:
     """Train one head (mlp) or encoder + head (finetune/scratch) on ``split``; predict its test windows."""
+    model, feats = _for_fold(model, split.fold), _for_fold(feats, split.fold)
     inputs = feats if mode == "mlp" else x
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -146,16 +165,24 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
                      seeds: Union[int, Iterable[int]] = 1, n_folds: int = 5, loso: bool = False,
                      label_subjects: Optional[int] = None, draws: int = 1,
                      config: Optional[_fit.FitConfig] = None, name: str = "model", data: Optional[str] = None,
-                     device=None, progress: Optional[Callable[[str], None]] = None) -> dict:
+                     device=None, progress: Optional[Callable[[str], None]] = None,
+                     readout: str = "z") -> dict:
     """Evaluate one encoder subject-wise in ``mode`` over evaluation seeds; returns the report (module doc).
 
     model: anything with ``.encode(x)`` and ``.encoder`` (FlowFM, DiffusionFM, SSLWearables, e.g. from
-        :func:`flowfm.checkpoint.load_model`), or a callable ``seed -> model`` (e.g. a random init per seed).
+        :func:`flowfm.checkpoint.load_model`), a :class:`PerFold` list of them (one per fold: inductive
+        evaluation), or a callable ``seed -> model or PerFold`` (e.g. a random init per seed).
     x (N, C, L) windows in g, y (N,) labels, pid (N,) subject ids: labelled windows only.
     seeds: a count n (seeds 0..n-1) or explicit seeds. ``draws`` applies in the low-label regime only.
+    readout: the frozen features of mode linear / mlp, ``"z"`` (N, D) or ``"stages"`` (N, sum of the encoder's
+        stage channels); finetune / scratch accept ``"z"`` only.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is unknown; expected one of {MODES}")
+    check_readout(readout)
+    if readout != "z" and mode not in FROZEN_MODES:
+        raise ValueError(f"readout={readout!r} applies to the frozen-feature modes {FROZEN_MODES} only; mode "
+                         f"{mode!r} trains the encoder end to end on z (use readout='z')")
     x, y, pid = np.asarray(x), np.asarray(y), np.asarray(pid)
     if x.ndim != 3 or not (len(x) == len(y) == len(pid)):
         raise ValueError(f"x must be (N, C, L) with len(y) == len(pid) == N; got x {x.shape}, y {y.shape}, "
@@ -170,11 +197,16 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
     t0 = time.perf_counter()
     per_seed, feats, encoded, encode_seconds = [], None, None, 0.0
     for seed in seeds:
-        m = model(seed) if callable(model) and not isinstance(model, torch.nn.Module) else model
-        dev = torch.device(device) if device is not None else next(m.parameters()).device
-        if mode in ("linear", "mlp") and m is not encoded:   # frozen features: once per distinct model
+        m = model(seed) if callable(model) and not isinstance(model, (torch.nn.Module, PerFold)) else model
+        n_splits = len(subject_folds(pid, n_folds, loso))
+        if isinstance(m, PerFold) and len(m) != n_splits:
+            raise ValueError(f"{name}: {len(m)} per-fold models for {n_splits} folds")
+        dev = torch.device(device) if device is not None else next(_for_fold(m, 0).parameters()).device
+        if mode in FROZEN_MODES and m is not encoded:   # frozen features: once per distinct model
             t_enc = time.perf_counter()
-            feats, encoded = encode_windows(m, x, device=dev), m
+            feats = (PerFold(encode_windows(mf, x, device=dev, readout=readout) for mf in m)
+                     if isinstance(m, PerFold) else encode_windows(m, x, device=dev, readout=readout))
+            encoded = m
             encode_seconds += time.perf_counter() - t_enc
             if progress:
                 progress(f"{name}: encoded {len(x)} windows in {time.perf_counter() - t_enc:.1f} s")
@@ -186,8 +218,11 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
     epochs = [e for s in per_seed for d in s["draws"] for e in (d["epochs"] or [])]
     summary = {k: summarize([s[k] for s in per_seed]) for k in ("macro_f1", "kappa", "subject_f1_mean")}
     summary["epochs"] = summarize(epochs) if epochs else None
-    return {"model": name, "data": data, "mode": mode, "folds": len(subject_folds(pid, n_folds, loso)),
-            "loso": loso, "label_subjects": label_subjects, "draws": draws, "seeds": seeds,
+    return {"model": name, "data": data, "mode": mode, "readout": readout,
+            "pretraining": "per fold, without the fold's test subjects (inductive)"
+            if isinstance(m, PerFold) else "one model for all folds",
+            "folds": len(subject_folds(pid, n_folds, loso)), "loso": loso, "label_subjects": label_subjects,
+            "draws": draws, "seeds": seeds,
             "fit_config": None if mode == "linear" else config.to_dict(),
             "validation": "none (logistic regression on all labelled training windows)" if mode == "linear"
             else VALIDATION_RULE,

@@ -35,6 +35,12 @@ def _settings(r: dict) -> str:
     return ", ".join(parts)
 
 
+def mode_label(report: dict) -> str:
+    """A report's mode, with its readout when that is not the default z (e.g. ``"linear, stages"``)."""
+    readout = report.get("readout", "z")
+    return report["mode"] if readout == "z" else f"{report['mode']}, {readout}"
+
+
 def markdown_table(reports: Mapping[str, dict], baselines: Iterable[str] = (), metric: str = "macro_f1") -> str:
     """Markdown: a settings line per distinct protocol, then one row per method with mode, macro-F1 / kappa /
     per-subject F1 (mean ± SD over seeds), epochs used, wall time, and per baseline the paired difference in
@@ -53,7 +59,7 @@ def markdown_table(reports: Mapping[str, dict], baselines: Iterable[str] = (), m
     for name, r in reports.items():
         s = r["summary"]
         epochs = "-" if not s.get("epochs") else f"{s['epochs']['mean']:.1f}"
-        row = [name, r["mode"], _fmt(s["macro_f1"]), _fmt(s["kappa"]), _fmt(s["subject_f1_mean"]), epochs,
+        row = [name, mode_label(r), _fmt(s["macro_f1"]), _fmt(s["kappa"]), _fmt(s["subject_f1_mean"]), epochs,
                f"{r['seconds']:.0f}"]
         for b in baselines:
             if b == name:
@@ -95,7 +101,7 @@ def bar_plot(reports: Mapping[str, dict], path, baselines: Iterable[str] = (), m
     for bar, n in zip(bars, names):
         if n in baselines:
             bar.set_hatch("//")
-    ax.set_xticks(range(len(names)), [f"{n}\n({reports[n]['mode']})" for n in names], fontsize=8)
+    ax.set_xticks(range(len(names)), [f"{n}\n({mode_label(reports[n])})" for n in names], fontsize=8)
     ax.set_ylabel(f"{_METRIC_NAMES.get(metric, metric)} (mean ± SD over seeds)")
     low = min(m - s for m, s in zip(means, sds))
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(m + s for m, s in zip(means, sds)) + 0.05))

@@ -33,11 +33,13 @@ from tqdm.auto import tqdm
 
 from flowfm.checkpoint import read_state, save_model, write_model_files, write_state
 from flowfm.data.atomic import atomic_dir, atomic_write_text
+from flowfm.data.time_shift import TimeShiftedCuts
 from flowfm.profiling import nvtx_range
 from flowfm.rng import ShardedGenerator
 from flowfm.training import distributed
 from flowfm.training.crash_hook import pause_point
 from flowfm.training.schedule import warmup_cosine
+from flowfm.views import needs_shifted_cuts
 
 
 class TrainingDivergedError(RuntimeError):
@@ -76,14 +78,21 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _batches(x, order: np.ndarray, batch_size: int, device, ctx: distributed.DistContext):
-    """Yield (windows, lo, hi, total): this rank's rows [lo, hi) of each global batch of ``total`` windows (all
-    rows in a single process), read as x[sorted global indices[lo:hi]]."""
+def _batches(x, order: np.ndarray, batch_size: int, device, ctx: distributed.DistContext,
+             shifts: Optional[TimeShiftedCuts] = None, seed: int = 0, epoch: int = 0):
+    """Yield (windows, shifted, lo, hi, total): this rank's rows [lo, hi) of each global batch of ``total``
+    windows (all rows in a single process), read as x[sorted global indices[lo:hi]]; ``shifted`` their time-shifted
+    cuts when ``shifts`` is given (drawn for the whole global batch from (seed, epoch, batch start)), else None."""
     usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
     for start in range(0, usable, batch_size):
         idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
         lo, hi = distributed.shard_rows(len(idx), ctx.rank, ctx.world_size) if ctx.active else (0, len(idx))
-        yield torch.from_numpy(np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)).to(device), lo, hi, len(idx)
+        shifted = None
+        if shifts is not None:
+            cuts = shifts.draw(idx, np.random.default_rng([seed, epoch, start]))[lo:hi]
+            shifted = torch.from_numpy(cuts).to(device)
+        windows = torch.from_numpy(np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)).to(device)
+        yield windows, shifted, lo, hi, len(idx)
 
 
 def _param_groups(model, config: TrainConfig) -> list[dict]:
@@ -132,6 +141,7 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, config.epochs * steps_per_epoch, config.warmup_steps, config.min_lr_ratio)
     ema = _make_ema(model, config.ema_decay)
+    shifts = _time_shifted_cuts(model, x)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     history: list[dict] = []
     start_epoch = 0
@@ -158,17 +168,18 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     with distributed.global_batchnorm(model) if ctx.active else contextlib.nullcontext():
         for epoch in range(start_epoch, config.epochs):
             t0, total, count = time.perf_counter(), 0.0, 0
-            bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device, ctx),
+            bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device, ctx, shifts,
+                                config.seed, epoch),
                        total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
                        leave=False)
-            for step, (batch, lo, hi, rows) in enumerate(bar):
+            for step, (batch, shifted, lo, hi, rows) in enumerate(bar):
                 pause_point(f"step:{epoch * steps_per_epoch + step + 1}")
                 if ctx.active:
                     loss = _distributed_backward(model, optimizer, batch, ShardedGenerator(generator, lo, hi, rows),
-                                                 ctx)
+                                                 ctx, shifted)
                     _check_finite(loss, epoch, step, ckpt_dir)
                 else:
-                    loss = model.loss(batch, generator=generator)
+                    loss = model.loss(batch, generator=generator, **_shift_kwargs(shifted))
                     _check_finite(loss, epoch, step, ckpt_dir)
                     optimizer.zero_grad(set_to_none=True)
                     with nvtx_range("flowfm/backward"):
@@ -212,12 +223,25 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, ckpt_dir: Path) -> 
             f"checkpoint: {good if good else 'none yet'} (resume from it with a lower --lr)")
 
 
+def _shift_kwargs(shifted: Optional[torch.Tensor]) -> dict:
+    """``model.loss`` keywords: the time-shifted cuts only when there are any (not every model takes them)."""
+    return {} if shifted is None else {"shifted": shifted}
+
+
+def _time_shifted_cuts(model, x) -> Optional[TimeShiftedCuts]:
+    """The cutter of the model's ``shift`` encoder view, None for every other view and model."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "encoder_view") or not needs_shifted_cuts(config):
+        return None
+    return TimeShiftedCuts(x, config.view_max_shift)
+
+
 def _distributed_backward(model, optimizer, batch: torch.Tensor, draws: ShardedGenerator,
-                          ctx: distributed.DistContext) -> torch.Tensor:
+                          ctx: distributed.DistContext, shifted: Optional[torch.Tensor] = None) -> torch.Tensor:
     """This rank's share of a data-parallel step: back-propagate w L_r with w = b_r / B (its share of the global
     mean loss), sum the gradients over ranks; returns the global mean loss (the same on every rank)."""
     weight = (draws.hi - draws.lo) / draws.total
-    loss = model.loss(batch, generator=draws)
+    loss = model.loss(batch, generator=draws, **_shift_kwargs(shifted))
     optimizer.zero_grad(set_to_none=True)
     with nvtx_range("flowfm/backward"):
         (loss * weight).backward()
