@@ -321,8 +321,8 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
                 + ("inductive: per fold, without that fold's test subjects" if cfg.inductive else
                    "transductive: all windows, labels unused (test subjects' unlabelled windows included)")
                 + f"; {_machine()}."
-                + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only (a design variant "
-                          "stopped early); its rows and differences use those seeds." for m, f in models.items()
+                + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only; its rows and "
+                          "differences use those seeds." for m, f in models.items()
                           if len(f) < cfg.seeds), "",
                 "## Verdicts (FlowFM minus each baseline, paired macro-F1)", "", verdict_table(results)]
     plots = {}

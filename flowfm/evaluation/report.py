@@ -8,6 +8,8 @@ difference (:func:`~flowfm.evaluation.paired.paired_differences`; rows evaluated
 """
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -101,7 +103,9 @@ def bar_plot(reports: Mapping[str, dict], path, baselines: Iterable[str] = (), m
     for bar, n in zip(bars, names):
         if n in baselines:
             bar.set_hatch("//")
-    ax.set_xticks(range(len(names)), [f"{n}\n({mode_label(reports[n])})" for n in names], fontsize=8)
+    labels = [textwrap.fill(n.replace("-", "- "), 14).replace("- ", "-") + f"\n({mode_label(reports[n])})"
+              for n in names]   # long row names wrap at their hyphens instead of running into each other
+    ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylabel(f"{_METRIC_NAMES.get(metric, metric)} (mean ± SD over seeds)")
     low = min(m - s for m, s in zip(means, sds))
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(m + s for m, s in zip(means, sds)) + 0.05))
