@@ -43,8 +43,8 @@ class FlowFMConfig(ConfigDictMixin):
     probability, ``t_sampling`` the training-time distribution (default t = sigmoid(N(1, 1)), biased toward the
     data end t = 1: on HAPT it gave a clearly better encoder than uniform t, README "Design variants"),
     ``stop_grad_encoder`` the ablation that blocks the
-    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its parameters,
-``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
+    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
+    parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
     """
 
     preset: str = "small"

@@ -134,7 +134,8 @@ def test_pretraining_feeds_the_encoder_the_shifted_cuts(tmp_path, method, monkey
     drawn, seen = [], []
     original_draw, original_condition = TimeShiftedCuts.draw, type(model).training_condition
     monkeypatch.setattr(TimeShiftedCuts, "draw",
-                        lambda self, idx, rng: drawn.append(original_draw(self, idx, rng)) or drawn[-1])
+                        lambda self, idx, rng, *a, **k: drawn.append(original_draw(self, idx, rng, *a, **k))
+                        or drawn[-1])
     monkeypatch.setattr(type(model), "training_condition",
                         lambda self, view, drop: seen.append(view.clone()) or original_condition(self, view, drop))
     history = pretrain(model, x, TrainConfig(epochs=1, batch_size=8, warmup_steps=1, seed=2), tmp_path,

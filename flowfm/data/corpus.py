@@ -156,6 +156,10 @@ class RecordingSource:
     def __len__(self) -> int:
         return self.n
 
+    def subject_ids(self) -> np.ndarray:
+        """(n,) subject ids: a continuous recording is one subject, named by its path."""
+        return np.full(len(self), self.name, dtype=object)
+
     def read(self, idx: np.ndarray, out: np.ndarray) -> None:
         rows = idx[:, None] * self._hop + np.arange(self.window_length)  # (B, L) sample indices
         out[...] = self._signal[rows].transpose(0, 2, 1)
@@ -264,9 +268,6 @@ class WindowCorpus(_Indexable):
         continuous recording is one subject, named by its path. ValueError when a shard has no ``pid.npy``."""
         parts = []
         for source in self.sources:
-            if isinstance(source, RecordingSource):
-                parts.append(np.full(len(source), source.name, dtype=object))
-                continue
             pid = source.subject_ids()
             if pid is None:
                 raise ValueError(f"{source.name} has no subject ids (pid.npy); subjects cannot be selected")

@@ -59,15 +59,16 @@ def find_neighbours(x, hop: int, pid: Optional[np.ndarray] = None) -> tuple[np.n
 
 
 def shifted_cuts(x, idx: np.ndarray, shifts: np.ndarray, pred: np.ndarray, succ: np.ndarray,
-                 hop: int) -> np.ndarray:
+                 hop: int, base: Optional[np.ndarray] = None) -> np.ndarray:
     """Windows idx (B,) of x re-cut by ``shifts`` (B,) samples: (B, C, L) float32 (module docstring).
 
     Shifts beyond what the neighbours allow are clamped (to 0 on a side without a neighbour, to +-hop otherwise).
+    ``base``: the windows x[idx] when the caller has already read them (only the neighbours are read then).
     """
     idx = np.asarray(idx, dtype=np.int64)
     shifts = np.asarray(shifts, dtype=np.int64)
     shifts = np.clip(shifts, np.where(pred[idx] >= 0, -hop, 0), np.where(succ[idx] >= 0, hop, 0))
-    base = np.asarray(x[idx], dtype=np.float32)
+    base = np.asarray(x[idx] if base is None else base, dtype=np.float32)
     out = base.copy()
     length = base.shape[-1]
     later, earlier = np.flatnonzero(shifts > 0), np.flatnonzero(shifts < 0)
@@ -106,7 +107,9 @@ class TimeShiftedCuts:
                 f"{length - self.hop} samples among {len(x)} windows; it needs windows cut from recordings in "
                 f"time order with hop {self.hop} (SPEC §2 layout), or choose --encoder-view augment / identical")
 
-    def draw(self, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The shifted cuts (B, C, L) float32 of windows idx (B,)."""
+    def draw(self, idx: np.ndarray, rng: np.random.Generator, rows: slice = slice(None),
+             base: Optional[np.ndarray] = None) -> np.ndarray:
+        """The shifted cuts (b, C, L) float32 of windows idx[rows]: shifts are drawn for all of idx (B,), so a
+        data-parallel rank cutting only its rows gets the single process's cuts; ``base`` = x[idx[rows]] if read."""
         shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=len(idx))
-        return shifted_cuts(self.x, idx, shifts, self.pred, self.succ, self.hop)
+        return shifted_cuts(self.x, idx[rows], shifts[rows], self.pred, self.succ, self.hop, base)

@@ -87,12 +87,12 @@ def _batches(x, order: np.ndarray, batch_size: int, device, ctx: distributed.Dis
     for start in range(0, usable, batch_size):
         idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
         lo, hi = distributed.shard_rows(len(idx), ctx.rank, ctx.world_size) if ctx.active else (0, len(idx))
+        rows = np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)
         shifted = None
         if shifts is not None:
-            cuts = shifts.draw(idx, np.random.default_rng([seed, epoch, start]))[lo:hi]
+            cuts = shifts.draw(idx, np.random.default_rng([seed, epoch, start]), slice(lo, hi), base=rows)
             shifted = torch.from_numpy(cuts).to(device)
-        windows = torch.from_numpy(np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)).to(device)
-        yield windows, shifted, lo, hi, len(idx)
+        yield torch.from_numpy(rows).to(device), shifted, lo, hi, len(idx)
 
 
 def _param_groups(model, config: TrainConfig) -> list[dict]:
