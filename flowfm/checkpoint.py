@@ -127,7 +127,8 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
         state = load_file(str(path / WEIGHTS), device=str(map_location))
     except Exception as exc:
         raise CheckpointError(f"cannot read {path / WEIGHTS}: {exc}") from None
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    optional = set(getattr(model, "optional_state_keys", ()))
+    missing, unexpected = set(model.state_dict()) - set(state) - optional, set(state) - set(model.state_dict())
     if missing or unexpected:
         raise CheckpointError(f"{path / WEIGHTS} does not fit the config: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")

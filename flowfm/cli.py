@@ -87,7 +87,8 @@ def cmd_pretrain(args) -> int:
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                 grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed,
-                                encoder_lr_scale=args.encoder_lr_scale, keep_checkpoints=args.keep_checkpoints)
+                                encoder_lr_scale=args.encoder_lr_scale, keep_checkpoints=args.keep_checkpoints,
+                                null_fit_steps=args.null_fit_steps, z_bank_size=args.z_bank_size)
         out.mkdir(parents=True, exist_ok=True)
         from dataclasses import asdict
 
@@ -166,7 +167,7 @@ def cmd_sample(args) -> int:
         idx = np.random.default_rng(args.seed).choice(len(ds), size=min(args.n, len(ds)), replace=False)
         kwargs["x_ref"] = torch.from_numpy(np.ascontiguousarray(ds.x[np.sort(idx)])).to(args.device)
     else:
-        kwargs["n"] = args.n
+        kwargs.update(n=args.n, prior=args.prior)
     t0 = time.perf_counter()
     x = fast_sample(model, **kwargs)
     seconds = time.perf_counter() - t0
@@ -427,7 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "window from its overlapping neighbours (windows in recording order, hop = L/2)")
     p.add_argument("--view-max-shift", type=int, default=None,
                    help="shift views: largest time shift in samples (default 150 = 5 s at 30 Hz)")
-    p.add_argument("--p-uncond", type=float, default=None, help="condition dropout (default 0.1)")
+    p.add_argument("--p-uncond", type=float, default=None,
+                   help="condition dropout (default 0: it cost the HAPT encoder, see README; 0.1 trains a null "
+                        "vector with the network, for guidance)")
+    p.add_argument("--null-fit-steps", type=int, default=100,
+                   help="flowfm/diffusion with --p-uncond 0: Adam steps that fit the null vector after training, "
+                        "the weights frozen, so guidance works (0 skips)")
+    p.add_argument("--z-bank-size", type=int, default=1024,
+                   help="flowfm/diffusion: representations of training windows stored with the model, the prior "
+                        "of unconditional sampling (0 skips)")
     p.add_argument("--sigma-min", type=float, default=None, help="flowfm: minimum path noise (default 0)")
     p.add_argument("--t-sampling", default=None, choices=["uniform", "logit_normal"],
                    help="flowfm: training-time distribution (default logit_normal, see README)")
@@ -483,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="heun", choices=["euler", "midpoint", "heun", "rk4", "ddpm", "ddim"],
                    help="ODE solver (flowfm) or sampler (diffusion checkpoints: ddpm needs --steps 1000)")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--prior", default="auto", choices=["auto", "bank", "null"],
+                   help="unconditional sampling: conditions drawn from the representation bank, or the null vector "
+                        "(auto: the bank when the model has one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="samples.npy")

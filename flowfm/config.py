@@ -40,8 +40,10 @@ class FlowFMConfig(ConfigDictMixin):
 
     Fields left ``None`` take the preset's value. ``window`` is the training window length L (any L >= 16 works at
     inference). ``sigma_min`` is the minimum noise of the conditional-OT path, ``p_uncond`` the condition-dropout
-    probability, ``t_sampling`` the training-time distribution (default t = sigmoid(N(1, 1)), biased toward the
-    data end t = 1: on HAPT it gave a clearly better encoder than uniform t, README "Design variants"),
+    probability (default 0, not SPEC §3's 0.1: dropout cost the HAPT encoder, and unconditional sampling from the
+    representation bank matched the dropout-trained null vector; README "Condition dropout"), ``t_sampling`` the
+    training-time distribution (default t = sigmoid(N(1, 1)), biased toward the data end t = 1: on HAPT it gave a
+    clearly better encoder than uniform t, README "Design variants"),
     ``stop_grad_encoder`` the ablation that blocks the
     generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
@@ -56,7 +58,7 @@ class FlowFMConfig(ConfigDictMixin):
     cond_dim: Optional[int] = None
     groups: int = 8
     sigma_min: float = 0.0
-    p_uncond: float = 0.1
+    p_uncond: float = 0.0
     t_sampling: str = "logit_normal"
     logit_normal_mean: float = 1.0
     logit_normal_std: float = 1.0

@@ -29,11 +29,12 @@ from flowfm.views import encoder_view
 
 
 class FlowFM(CheckpointMixin, nn.Module):
-    """Encoder + U-Net velocity network + channel normaliser + learned null vector."""
+    """Encoder + U-Net velocity network + channel normaliser + learned null vector + representation bank."""
 
     method = "flowfm"
     config_type = FlowFMConfig
     default_encoder_lr_scale = 0.1  # see flowfm.training.trainer and README: full rate degraded the HAPT probe
+    optional_state_keys = ("z_bank",)  # checkpoints from before the representation bank load with an empty one
 
     def __init__(self, config: Optional[FlowFMConfig] = None, backend: Optional[str] = None):
         super().__init__()
@@ -45,6 +46,7 @@ class FlowFM(CheckpointMixin, nn.Module):
                                    cfg.groups)
         self.normalizer = ChannelNormalizer(cfg.in_channels)
         self.null_z = nn.Parameter(torch.zeros(self.z_dim))
+        self.register_buffer("z_bank", torch.zeros(0, self.z_dim))
         self.backend = backend
         self.set_backend(backend)
 
@@ -75,6 +77,25 @@ class FlowFM(CheckpointMixin, nn.Module):
         """v(x_t, t, z) in normalised space: x_t (B, C, L), t (B,), z (B, D) -> (B, C, L)."""
         with nvtx_range("flowfm/velocity"):
             return self.velocity_net(x_t, t, z)
+
+    def set_z_bank(self, z: torch.Tensor) -> "FlowFM":
+        """Store representations z (K, D) of training windows: the prior that unconditional sampling draws its
+        conditions from (:mod:`flowfm.training.representation_bank`); K = 0 empties the bank."""
+        if not torch.is_tensor(z) or z.dim() != 2 or z.shape[1] != self.z_dim:
+            shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+            raise ValueError(f"a representation bank must have shape (K, {self.z_dim}), got {shape}")
+        if not torch.isfinite(z).all():
+            raise ValueError("a representation bank must be finite; it contains NaN or inf")
+        self.z_bank = z.detach().to(self.null_z.device, self.null_z.dtype).clone()
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        bank = state_dict.get(prefix + "z_bank")
+        if bank is None:  # checkpoints written before the bank existed: an empty bank
+            state_dict[prefix + "z_bank"] = self.z_bank
+        elif bank.shape != self.z_bank.shape:  # the stored bank decides its own size K
+            self.z_bank = torch.empty_like(bank, device=self.z_bank.device, dtype=self.z_bank.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def null_condition(self, batch: int) -> torch.Tensor:
         return self.null_z.expand(batch, -1)

@@ -2,10 +2,13 @@
 
     x = fast_sample(model, z=z, steps=10, method="heun")         # conditioned on representations z (B, D)
     x = fast_sample(model, x_ref=windows, steps=10)              # conditioned on E(windows)
-    x = fast_sample(model, n=16, steps=10)                       # unconditional (the learned null vector)
+    x = fast_sample(model, n=16, steps=10)                       # unconditional: z drawn from the model's prior
 
 Noise x0 ~ N(0, I) in the normalised space (drawn from ``generator`` for reproducibility), integrated from t = 0 to
-1 with the chosen solver, then de-normalised to g. ``guidance`` w != 1 uses v = v_null + w (v_z - v_null) with both
+1 with the chosen solver, then de-normalised to g. Unconditional sampling (``n=``) draws its conditions from the
+``prior``: ``"bank"`` draws n rows of the representation bank (``model.z_bank``, representations of training
+windows stored by pretraining: p(x) = E_z p(x | z)), ``"null"`` uses the null vector for every row, ``"auto"`` the
+bank when the model has one, else the null vector. ``guidance`` w != 1 uses v = v_null + w (v_z - v_null) with both
 branches evaluated in one doubled batch. Same call on CPU or GPU; ``backend`` picks the kernels
 (None: ``$FLOWFM_BACKEND`` / auto).
 """
@@ -19,10 +22,35 @@ import torch
 
 from flowfm.profiling import nvtx_range
 from flowfm.solvers import METHODS, integrate, time_grid
+from flowfm.training.null_fit import null_fit_needed
 from flowfm_kernels import graphs, requested_backend
 
 
-def _validated_condition(model, z, x_ref, n) -> tuple[torch.Tensor, bool]:
+PRIORS = ("auto", "bank", "null")
+
+
+def _prior_condition(model, n: int, prior: str, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Conditions (n, D) of unconditional sampling: bank rows drawn uniformly (from ``generator``) or the null."""
+    bank = getattr(model, "z_bank", None)
+    has_bank = bank is not None and bank.shape[0] > 0
+    if prior == "auto":
+        prior = "bank" if has_bank else "null"
+    if prior == "bank":
+        if not has_bank:
+            raise ValueError("prior='bank' needs a representation bank, and this model has none (pretraining "
+                             "fills it; or flowfm.training.representation_bank.fill_representation_bank)")
+        device = generator.device if generator is not None else bank.device
+        rows = torch.randint(bank.shape[0], (n,), generator=generator, device=device).to(bank.device)
+        return bank[rows]
+    if null_fit_needed(model):
+        raise ValueError("this model was trained without condition dropout (p_uncond = 0) and its null vector was "
+                         "never fitted: use prior='bank' (the default when the model has a representation bank) "
+                         "or fit one with flowfm.training.null_fit.fit_null_vector")
+    return model.null_condition(n)
+
+
+def _validated_condition(model, z, x_ref, n, prior: str = "auto",
+                         generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, bool]:
     """Returns (z (B, D), conditional?)."""
     given = [name for name, value in (("z", z), ("x_ref", x_ref)) if value is not None]
     if len(given) > 1:
@@ -44,14 +72,17 @@ def _validated_condition(model, z, x_ref, n) -> tuple[torch.Tensor, bool]:
         raise ValueError("pass z=, x_ref= or n= (the number of unconditional samples)")
     if not isinstance(n, Integral) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    return model.null_condition(int(n)), False
+    return _prior_condition(model, int(n), prior, generator), False
 
 
 def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.Tensor] = None,
                 n: Optional[int] = None, steps: int = 10, method: str = "heun", guidance: float = 1.0,
                 generator: Optional[torch.Generator] = None, length: Optional[int] = None,
-                backend: Optional[str] = None, cuda_graph: Optional[bool] = None) -> torch.Tensor:
+                backend: Optional[str] = None, cuda_graph: Optional[bool] = None,
+                prior: str = "auto") -> torch.Tensor:
     """Generate windows (B, C, L) in g; see the module docstring. ``length`` defaults to the training window.
+    ``prior`` (unconditional sampling only): ``"auto"``, ``"bank"`` or ``"null"``. ``guidance`` applies to
+    conditional sampling; it needs a trained or fitted null vector.
     ``cuda_graph`` (CUDA only; default: on unless ``FLOWFM_CUDA_GRAPH=0``) replays the whole N-step loop as one
     captured CUDA graph."""
     if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 1:
@@ -61,6 +92,8 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
         raise ValueError(f"method={method!r} is unknown for this model; expected one of {tuple(methods)}")
     if not isinstance(guidance, Real) or not math.isfinite(guidance):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior={prior!r} is unknown; expected one of {PRIORS}")
     length = model.config.window if length is None else int(length)
     if length < 16:
         raise ValueError(f"length must be >= 16 samples, got {length}")
@@ -69,11 +102,12 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
     model.eval()
     try:
         with torch.inference_mode(), nvtx_range("flowfm/sample"):
-            cond, conditional = _validated_condition(model, z, x_ref, n)
-            if (not conditional or guidance != 1.0) and model.config.p_uncond == 0:
-                raise ValueError("this model was trained without condition dropout (p_uncond = 0), so its null "
-                                 "vector was never trained: unconditional sampling (n=) and guidance != 1 need a "
-                                 "model pretrained with --p-uncond > 0; pass z= or x_ref= with guidance=1")
+            cond, conditional = _validated_condition(model, z, x_ref, n, prior, generator)
+            if conditional and guidance != 1.0 and null_fit_needed(model):
+                raise ValueError("this model was trained without condition dropout (p_uncond = 0) and its null "
+                                 "vector was never fitted, so guidance != 1 has no null branch: fit one with "
+                                 "flowfm.training.null_fit.fit_null_vector (`flowfm pretrain` does unless "
+                                 "--null-fit-steps 0) or pretrain with --p-uncond > 0")
             b, device = cond.shape[0], cond.device
             x0 = torch.randn((b, model.config.in_channels, length), generator=generator,
                              device=generator.device if generator is not None else device).to(device)

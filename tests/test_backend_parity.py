@@ -21,7 +21,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def _pair():
     torch.manual_seed(0)
     # a minimal U-Net (one level, 8 channels): the Triton interpreter runs every program instance in Python
-    cfg = FlowFMConfig(preset="tiny", window=16, unet_channels=(8,), groups=4, cond_dim=16)
+    # p_uncond > 0: a dropout-trained null vector, so the guided sampling below has its null branch
+    cfg = FlowFMConfig(preset="tiny", window=16, unet_channels=(8,), groups=4, cond_dim=16, p_uncond=0.1)
     eager = flowfm.FlowFM(cfg, backend="eager").to(DEVICE)
     for name, p in eager.velocity_net.named_parameters():  # zero-initialised layers would hide the conv blocks
         if "out_conv" in name or "film" in name:

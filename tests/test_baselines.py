@@ -23,6 +23,7 @@ def _randomise_generator(model):
 
 def _diffusion(window=32, **kw):
     torch.manual_seed(0)
+    kw.setdefault("p_uncond", 0.1)  # a dropout-trained null vector: unconditional and guided sampling run
     model = DiffusionFM(DiffusionConfig(preset="tiny", window=window, **kw))
     _randomise_generator(model)
     with torch.no_grad():
@@ -33,7 +34,7 @@ def _diffusion(window=32, **kw):
 
 # ------------------------------------------------------------------------------------------------ diffusion
 def test_ddpm_schedule_matches_numpy():
-    model = DiffusionFM(DiffusionConfig(preset="tiny", window=32))
+    model = DiffusionFM(DiffusionConfig(preset="tiny", window=32, p_uncond=0.1))  # guided sampling below
     betas = np.linspace(1e-4, 0.02, 1000)
     abar = np.cumprod(1.0 - betas)
     np.testing.assert_allclose(model.betas.numpy(), betas, rtol=1e-12, atol=0)
@@ -120,7 +121,7 @@ class GaussianEps(nn.Module):
 
 @pytest.mark.parametrize("method", ["ddim", "ddpm"])
 def test_samplers_with_exact_eps_recover_a_gaussian(method):
-    model = DiffusionFM(DiffusionConfig(preset="tiny", window=16))
+    model = DiffusionFM(DiffusionConfig(preset="tiny", window=16, p_uncond=0.1))
     mu, s = [0.5, -1.0, 2.0], [0.5, 1.5, 0.8]
     model.velocity_net = GaussianEps(mu, s, model.alphas_cumprod, model.config.T)
     mean, std = torch.tensor([0.1, -0.2, 0.9]), torch.tensor([0.5, 0.4, 0.3])

@@ -1,4 +1,5 @@
-"""Pretraining: optimiser schedule, weight EMA and the resumable, checkpointing training loop."""
+"""Pretraining: optimiser schedule, weight EMA, the resumable, checkpointing training loop, and what it stores
+after the last epoch (the representation bank, the fitted null vector)."""
 from flowfm.training.trainer import TrainConfig, TrainingDivergedError, pretrain
 
 __all__ = ["TrainConfig", "TrainingDivergedError", "pretrain"]

@@ -14,7 +14,9 @@ single process's random draws for those rows, BatchNorm over the global batch an
 equals the single-process one up to summation order; rank 0 alone logs and writes checkpoints.
 
 Layout of ``out_dir``: ``checkpoints/epoch_0003/`` (model files + train_state), ``checkpoints/latest`` (name of
-the newest complete one), ``model/`` (final weights: the EMA weights when EMA is on), ``history.json``.
+the newest complete one), ``model/`` (final weights: the EMA weights when EMA is on, with the representation bank
+and, after training without condition dropout, the fitted null vector; see :func:`_finish_generator`),
+``history.json``.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from flowfm.profiling import nvtx_range
 from flowfm.rng import ShardedGenerator
 from flowfm.training import distributed
 from flowfm.training.crash_hook import pause_point
+from flowfm.training.null_fit import fit_null_if_needed
+from flowfm.training.representation_bank import DEFAULT_BANK_SIZE, fill_representation_bank
 from flowfm.training.schedule import warmup_cosine
 from flowfm.views import needs_shifted_cuts
 
@@ -59,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 2
     encoder_lr_scale: Optional[float] = None
+    null_fit_steps: int = 100
+    z_bank_size: int = DEFAULT_BANK_SIZE
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -69,6 +75,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.encoder_lr_scale is not None and not self.encoder_lr_scale > 0:
             raise ValueError(f"encoder_lr_scale must be > 0, got {self.encoder_lr_scale}")
+        if self.null_fit_steps < 0 or self.z_bank_size < 0:
+            raise ValueError(f"null_fit_steps and z_bank_size must be >= 0 (0 skips), got {self.null_fit_steps}, "
+                             f"{self.z_bank_size}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -209,10 +218,22 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
 
     if ctx.is_main:
         final = ema.module if ema is not None else model
+        _finish_generator(final, x, config, device)
         save_model(final, out_dir / "model", {"train": dataclasses.asdict(config), "history": history})
         atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2))
     distributed.barrier(ctx)
     return history
+
+
+def _finish_generator(model, x, config: TrainConfig, device) -> None:
+    """After the last epoch, for models with a conditional generator: fit the null vector when condition dropout
+    was off (:mod:`flowfm.training.null_fit`) and store the representation bank
+    (:mod:`flowfm.training.representation_bank`), both seeded by ``config.seed``."""
+    if getattr(model, "null_z", None) is None:
+        return
+    with nvtx_range("flowfm/finish_generator"):
+        fit_null_if_needed(model, x, config.null_fit_steps, seed=config.seed, device=device)
+        fill_representation_bank(model, x, config.z_bank_size, seed=config.seed, device=device)
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, ckpt_dir: Path) -> None:
