@@ -291,6 +291,22 @@ def test_markdown_table_and_bar_plot(tmp_path):
     assert not list((tmp_path / "plots").glob("*tmp*"))
 
 
+def test_bar_plot_names_the_seed_count_of_a_row_with_fewer_seeds(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    seen = {}
+    original_ticks, original_title = Axes.set_xticks, Axes.set_title
+    monkeypatch.setattr(Axes, "set_xticks", lambda self, ticks, labels=None, **kw: seen.setdefault("labels", labels)
+                        and original_ticks(self, ticks, labels, **kw))
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, **kw: seen.setdefault("title", text)
+                        and original_title(self, text, **kw))
+    reports = {"variant": _fake_report("variant", [[0.80], [0.82]]),
+               "flowfm": _fake_report("flowfm", [[0.80], [0.82], [0.84]])}
+    bar_plot(reports, tmp_path / "f1.png")
+    assert seen["labels"][0].endswith("\n2 seeds") and "seeds" not in seen["labels"][1]
+    assert "seeds 3" in seen["title"]
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     x, y, pid = _separable(n_subjects=6, per=12)

@@ -83,7 +83,8 @@ def markdown_table(reports: Mapping[str, dict], baselines: Iterable[str] = (), m
 def bar_plot(reports: Mapping[str, dict], path, baselines: Iterable[str] = (), metric: str = "macro_f1",
              title: str | None = None) -> Path:
     """PNG bar chart of ``metric`` per method (mean over seeds, error bar = SD over seeds); baseline bars are
-    hatched. Written atomically; returns the path."""
+    hatched; a bar over fewer seeds than the most any bar has says how many under its name. Written atomically;
+    returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,13 +104,17 @@ def bar_plot(reports: Mapping[str, dict], path, baselines: Iterable[str] = (), m
     for bar, n in zip(bars, names):
         if n in baselines:
             bar.set_hatch("//")
+    seeds = {n: len(reports[n].get("seeds", ())) for n in names}
+    most = max(seeds.values())
     labels = [textwrap.fill(n.replace("-", "- "), 14).replace("- ", "-") + f"\n({mode_label(reports[n])})"
+              + (f"\n{seeds[n]} seeds" if seeds[n] != most else "")
               for n in names]   # long row names wrap at their hyphens instead of running into each other
     ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylabel(f"{_METRIC_NAMES.get(metric, metric)} (mean ± SD over seeds)")
     low = min(m - s for m, s in zip(means, sds))
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(m + s for m, s in zip(means, sds)) + 0.05))
-    ax.set_title(title or _settings(next(iter(reports.values()))), fontsize=8)
+    first = max(reports.values(), key=lambda r: len(r.get("seeds", ())))  # the title names the most seeds
+    ax.set_title(title or _settings(first), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     try:
