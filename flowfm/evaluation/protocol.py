@@ -54,6 +54,7 @@ from flowfm.evaluation.splits import label_subject_draw, subject_folds
 from flowfm.evaluation.validation import ProtocolSplit, carve_validation, check_split
 
 MODES = ("linear", "mlp", "finetune", "scratch")
+FROZEN_MODES = ("linear", "mlp")
 
 
 class PerFold(list):
@@ -65,7 +66,8 @@ class PerFold(list):
 def _for_fold(model_or_folds, fold: int):
     """The model (or frozen features) that fold ``fold`` uses: its own under :class:`PerFold`, else the shared one."""
     return model_or_folds[fold] if isinstance(model_or_folds, PerFold) else model_or_folds
-FROZEN_MODES = ("linear", "mlp")
+
+
 VALIDATION_RULE = ("validation subjects = max(1, round(val_fraction * n)) of the n labelled training subjects of "
                    "each fold (at most n - 1); a single labelled subject (k = 1) gets no validation: fixed "
                    "max_epochs budget, last-epoch weights")
@@ -194,11 +196,11 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
     if not seeds:
         raise ValueError("need at least one evaluation seed")
     draws = draws if label_subjects is not None else 1
+    n_splits = len(subject_folds(pid, n_folds, loso))
     t0 = time.perf_counter()
     per_seed, feats, encoded, encode_seconds = [], None, None, 0.0
     for seed in seeds:
         m = model(seed) if callable(model) and not isinstance(model, (torch.nn.Module, PerFold)) else model
-        n_splits = len(subject_folds(pid, n_folds, loso))
         if isinstance(m, PerFold) and len(m) != n_splits:
             raise ValueError(f"{name}: {len(m)} per-fold models for {n_splits} folds")
         dev = torch.device(device) if device is not None else next(_for_fold(m, 0).parameters()).device
@@ -221,7 +223,7 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
     return {"model": name, "data": data, "mode": mode, "readout": readout,
             "pretraining": "per fold, without the fold's test subjects (inductive)"
             if isinstance(m, PerFold) else "one model for all folds",
-            "folds": len(subject_folds(pid, n_folds, loso)), "loso": loso, "label_subjects": label_subjects,
+            "folds": n_splits, "loso": loso, "label_subjects": label_subjects,
             "draws": draws, "seeds": seeds,
             "fit_config": None if mode == "linear" else config.to_dict(),
             "validation": "none (logistic regression on all labelled training windows)" if mode == "linear"

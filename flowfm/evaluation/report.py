@@ -113,8 +113,7 @@ def bar_plot(reports: Mapping[str, dict], path, baselines: Iterable[str] = (), m
     ax.set_ylabel(f"{_METRIC_NAMES.get(metric, metric)} (mean ± SD over seeds)")
     low = min(m - s for m, s in zip(means, sds))
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(m + s for m, s in zip(means, sds)) + 0.05))
-    first = max(reports.values(), key=lambda r: len(r.get("seeds", ())))  # the title names the most seeds
-    ax.set_title(title or _settings(first), fontsize=8)
+    ax.set_title(title or _settings(reports[max(seeds, key=seeds.get)]), fontsize=8)  # the most seeds
     fig.tight_layout()
     path = Path(path)
     try:

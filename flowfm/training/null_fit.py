@@ -50,6 +50,8 @@ def fit_null_vector(model, x, *, steps: int = 100, batch_size: int = 64, lr: flo
     n = len(x)
     if n < 1:
         raise ValueError("fit_null_vector needs at least one window, got none")
+    from flowfm.evaluation.features import encode_windows  # here: flowfm.evaluation loads scikit-learn
+
     device = torch.device(device) if device is not None else model.null_z.device
     rng = np.random.default_rng([seed, 0x6E756C6C])
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -61,10 +63,8 @@ def fit_null_vector(model, x, *, steps: int = 100, batch_size: int = 64, lr: flo
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.no_grad(), nvtx_range("flowfm/null_fit_init"):
-            first = rng.choice(n, size=min(n, init_windows), replace=False)
-            chunks = np.array_split(first, max(1, len(first) // 256))
-            z = torch.cat([model.encode(_rows(x, chunk, device)) for chunk in chunks])
-            model.null_z.copy_(z.mean(0))
+            first = np.sort(rng.choice(n, size=min(n, init_windows), replace=False))
+            model.null_z.copy_(torch.from_numpy(encode_windows(model, x[first], device=device).mean(0)))
         model.null_z.requires_grad_(True)
         optimizer = torch.optim.Adam([model.null_z], lr=lr)
         losses = []

@@ -33,14 +33,8 @@ def fill_representation_bank(model, x, size: int = DEFAULT_BANK_SIZE, seed: int 
     if k == 0:
         model.set_z_bank(torch.zeros(0, model.z_dim))
         return 0
+    from flowfm.evaluation.features import encode_windows  # here: flowfm.evaluation loads scikit-learn
+
     idx = np.sort(np.random.default_rng([seed, 0x62616E6B]).choice(len(x), size=k, replace=False))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            z = [model.encode(torch.from_numpy(np.ascontiguousarray(x[chunk], dtype=np.float32)).to(device))
-                 for chunk in np.array_split(idx, -(-k // batch_size))]
-    finally:
-        model.train(was_training)
-    model.set_z_bank(torch.cat(z).clone())
+    model.set_z_bank(torch.from_numpy(encode_windows(model, x[idx], batch_size=batch_size, device=device)))
     return k
