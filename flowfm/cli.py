@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from flowfm.config import ENCODER_VIEWS
+from flowfm.config import ENCODER_VIEWS, Z_NORMS
 from flowfm.encoder import READOUTS
 
 
@@ -51,6 +51,8 @@ def cmd_pretrain(args) -> int:
         "--view-max-shift": (args.view_max_shift, ("flowfm", "diffusion")),
         "--p-uncond": (args.p_uncond, ("flowfm", "diffusion")),
         "--stop-grad-encoder": (args.stop_grad_encoder or None, ("flowfm", "diffusion")),
+        "--z-norm": (args.z_norm, ("flowfm", "diffusion")),
+        "--z-rank": (args.z_rank, ("flowfm", "diffusion")),
         "--sigma-min": (args.sigma_min, ("flowfm",)),
         "--t-sampling": (args.t_sampling, ("flowfm",)),
         "--logit-normal-mean": (args.logit_normal_mean, ("flowfm",)),
@@ -443,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-normal-mean", type=float, default=None,
                    help="flowfm, logit_normal: t = sigmoid(N(mean, 1)); default 1.0 favours the data end (t = 1), "
                         "where the generator needs z least")
+    p.add_argument("--z-norm", default=None, choices=list(Z_NORMS),
+                   help="flowfm/diffusion: how the generator reads z: none (default) or layer (LayerNorm without "
+                        "affine; see README, Design variants)")
+    p.add_argument("--z-rank", type=int, default=None,
+                   help="flowfm/diffusion: the generator sees z through a rank-r linear bottleneck (default: full "
+                        "Linear(D, cond_dim); see README, Design variants)")
     p.add_argument("--stop-grad-encoder", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

@@ -316,14 +316,17 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
     sections = [f"# Comparison on {cfg.data}", "",
                 f"{len(ds)} windows, {len(labelled)} labelled, {len(np.unique(labelled.pid))} subjects; preset "
                 f"{cfg.preset}; every method pretrained {cfg.epochs} epochs (batch {cfg.batch_size}, lr {cfg.lr}) "
-                f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; frozen-feature readout "
+                + ("unless its variant says otherwise " if cfg.variants else "")
+                + f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; frozen-feature readout "
                 f"{cfg.readout}; pretraining "
                 + ("inductive: per fold, without that fold's test subjects" if cfg.inductive else
                    "transductive: all windows, labels unused (test subjects' unlabelled windows included)")
                 + f"; {_machine()}."
                 + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only; its rows and "
                           "differences use those seeds." for m, f in models.items()
-                          if len(f) < cfg.seeds), "",
+                          if len(f) < cfg.seeds)
+                + "".join(f" Variant {name} adds `{' '.join(args)}` after the shared arguments (a later flag wins)."
+                          for name, args in cfg.variants.items()), "",
                 "## Verdicts (FlowFM minus each baseline, paired macro-F1)", "", verdict_table(results)]
     plots = {}
     for mode, regimes in results.items():

@@ -17,6 +17,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 ENCODER_VIEWS = ("augment", "identical", "shift", "shift+augment")
 T_SAMPLINGS = ("uniform", "logit_normal")
+Z_NORMS = ("none", "layer")
 
 
 class ConfigDictMixin:
@@ -44,6 +45,8 @@ class FlowFMConfig(ConfigDictMixin):
     representation bank matched the dropout-trained null vector; README "Condition dropout"), ``t_sampling`` the
     training-time distribution (default t = sigmoid(N(1, 1)), biased toward the data end t = 1: on HAPT it gave a
     clearly better encoder than uniform t, README "Design variants"),
+    ``z_norm`` / ``z_rank`` how the generator reads z (a feature-wise LayerNorm, a rank-r bottleneck;
+    :class:`~flowfm.velocity.UNet1d`; the probed representation is z itself either way),
     ``stop_grad_encoder`` the ablation that blocks the
     generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
@@ -62,6 +65,8 @@ class FlowFMConfig(ConfigDictMixin):
     t_sampling: str = "logit_normal"
     logit_normal_mean: float = 1.0
     logit_normal_std: float = 1.0
+    z_norm: str = "none"
+    z_rank: Optional[int] = None
     stop_grad_encoder: bool = False
     encoder_view: str = "augment"
     view_scale: tuple[float, float] = (0.8, 1.2)
@@ -86,6 +91,8 @@ class FlowFMConfig(ConfigDictMixin):
             (0.0 <= self.sigma_min < 1.0, f"sigma_min must be in [0, 1), got {self.sigma_min}"),
             (0.0 <= self.p_uncond < 1.0, f"p_uncond must be in [0, 1), got {self.p_uncond}"),
             (self.t_sampling in T_SAMPLINGS, f"t_sampling={self.t_sampling!r}; expected one of {T_SAMPLINGS}"),
+            (self.z_norm in Z_NORMS, f"z_norm={self.z_norm!r}; expected one of {Z_NORMS}"),
+            (self.z_rank is None or self.z_rank >= 1, f"z_rank must be >= 1 or None, got {self.z_rank}"),
             (self.encoder_view in ENCODER_VIEWS,
              f"encoder_view={self.encoder_view!r}; expected one of {ENCODER_VIEWS}"),
             (self.view_max_shift >= 1, f"view_max_shift must be >= 1 sample, got {self.view_max_shift}"),

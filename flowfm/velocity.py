@@ -2,7 +2,11 @@
 
 Conditioning vector, with t (B,) in [0, 1] and z (B, D):
 
-    e = MLP(sinusoidal(t)) + Linear(z)                                   (B, E)
+    e = MLP(sinusoidal(t)) + P(N(z))                                     (B, E)
+
+N is the identity or, with ``z_norm="layer"``, a LayerNorm without affine parameters (each z standardised over its
+D features, so the generator cannot read the overall scale of z); P is Linear(D, E) or, with ``z_rank=r``, the
+rank-r bottleneck Linear(r, E) o Linear(D, r, no bias), through which the generator sees only r directions of z.
 
 Conv block (the op the fused kernels implement, :func:`flowfm_kernels.conv_block`):
 
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flowfm_kernels
+from flowfm.config import Z_NORMS
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -74,12 +79,18 @@ class UNet1d(nn.Module):
     """v(x_t, t, z): x_t (B, C, L) normalised, t (B,), z (B, z_dim) -> (B, C, L)."""
 
     def __init__(self, in_channels: int, z_dim: int, channels=(32, 64, 128), blocks: int = 1, cond_dim: int = 128,
-                 groups: int = 8):
+                 groups: int = 8, z_norm: str = "none", z_rank: Optional[int] = None):
         super().__init__()
+        if z_norm not in Z_NORMS:
+            raise ValueError(f"z_norm={z_norm!r} is unknown; expected one of {Z_NORMS}")
+        if z_rank is not None and not 1 <= z_rank <= z_dim:
+            raise ValueError(f"z_rank must be in [1, z_dim={z_dim}] or None, got {z_rank}")
         self.channels = tuple(channels)
         self.time_dim = cond_dim
         self.time_mlp = nn.Sequential(nn.Linear(cond_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
-        self.z_proj = nn.Linear(z_dim, cond_dim)
+        self.z_norm = nn.LayerNorm(z_dim, elementwise_affine=False) if z_norm == "layer" else nn.Identity()
+        self.z_proj = (nn.Linear(z_dim, cond_dim) if z_rank is None
+                       else nn.Sequential(nn.Linear(z_dim, z_rank, bias=False), nn.Linear(z_rank, cond_dim)))
         self.cond_act = nn.SiLU()
         self.in_conv = nn.Conv1d(in_channels, channels[0], 3, padding=1)
         self.down_blocks, self.downsamples = nn.ModuleList(), nn.ModuleList()
@@ -109,8 +120,9 @@ class UNet1d(nn.Module):
                 module.backend = backend
 
     def condition(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """e = SiLU(MLP(sinusoidal(t)) + Linear(z)) (B, cond_dim); the SiLU feeds the FiLM linears."""
-        return self.cond_act(self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(z.dtype)) + self.z_proj(z))
+        """e = SiLU(MLP(sinusoidal(t)) + P(N(z))) (B, cond_dim); the SiLU feeds the FiLM linears."""
+        time_embedding = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(z.dtype))
+        return self.cond_act(time_embedding + self.z_proj(self.z_norm(z)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         length = x.shape[-1]

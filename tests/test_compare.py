@@ -162,7 +162,10 @@ def test_a_variant_with_fewer_seeds_is_evaluated_on_the_seeds_it_has(compare_run
     assert reports["FlowFM identical view"]["seeds"] == [0] and reports["FlowFM"]["seeds"] == [0, 1]
     seed0 = first["results"]["linear"]["all"]["FlowFM identical view"]["per_seed"][0]
     assert reports["FlowFM identical view"]["per_seed"][0]["macro_f1"] == seed0["macro_f1"]
-    assert "pretrained for seeds [0] only; its rows" in (out / "compare.md").read_text()
+    markdown = (out / "compare.md").read_text()
+    assert "pretrained for seeds [0] only; its rows" in markdown
+    variant_args = " ".join(cfg.variants["FlowFM identical view"])
+    assert f"Variant FlowFM identical view adds `{variant_args}` after the shared arguments" in markdown
     shutil.rmtree(out / "pretrain" / "flowfm" / "seed_1")          # a method (not a variant) must be complete
     with pytest.raises(FileNotFoundError, match="evaluate-only"):
         run_compare(replace(cfg, out=str(out), evaluate_only=True, modes=("linear",), label_subjects=(None,)),
