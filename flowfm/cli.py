@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flowfm, logit_normal: t = sigmoid(N(mean, 1)); default 1.0 favours the data end (t = 1), "
                         "where the generator needs z least")
     p.add_argument("--z-norm", default=None, choices=list(Z_NORMS),
-                   help="flowfm/diffusion: how the generator reads z: none (default) or layer (LayerNorm without "
-                        "affine; see README, Design variants)")
+                   help="flowfm/diffusion: how the generator reads z: layer (default; LayerNorm without affine) or "
+                        "none (the plain projection; see README, Design variants)")
     p.add_argument("--z-rank", type=int, default=None,
                    help="flowfm/diffusion: the generator sees z through a rank-r linear bottleneck (default: full "
                         "Linear(D, cond_dim); see README, Design variants)")

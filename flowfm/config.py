@@ -21,7 +21,13 @@ Z_NORMS = ("none", "layer")
 
 
 class ConfigDictMixin:
-    """JSON round trip of a config dataclass; unknown keys are refused with the list of known ones."""
+    """JSON round trip of a config dataclass; unknown keys are refused with the list of known ones.
+
+    ``LEGACY_DEFAULTS`` holds the values of fields whose default changed after files were written without them: a
+    stored dict that lacks such a field describes a model built with the old value, so it loads with that value.
+    """
+
+    LEGACY_DEFAULTS: dict = {}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -32,7 +38,7 @@ class ConfigDictMixin:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return cls(**{**cls.LEGACY_DEFAULTS, **data})
 
 
 @dataclass
@@ -45,12 +51,17 @@ class FlowFMConfig(ConfigDictMixin):
     representation bank matched the dropout-trained null vector; README "Condition dropout"), ``t_sampling`` the
     training-time distribution (default t = sigmoid(N(1, 1)), biased toward the data end t = 1: on HAPT it gave a
     clearly better encoder than uniform t, README "Design variants"),
-    ``z_norm`` / ``z_rank`` how the generator reads z (a feature-wise LayerNorm, a rank-r bottleneck;
-    :class:`~flowfm.velocity.UNet1d`; the probed representation is z itself either way),
+    ``z_norm`` / ``z_rank`` how the generator reads z (default ``"layer"``: each z standardised by a LayerNorm without
+    affine parameters before the generator's projection, which on HAPT beat diffusion in more settings than the plain
+    projection did, README "Design variants"; ``z_rank`` a rank-r bottleneck; :class:`~flowfm.velocity.UNet1d`; the
+    probed representation is z itself either way),
     ``stop_grad_encoder`` the ablation that blocks the
     generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
     """
+
+    #: configs written before z_norm existed describe generators that read z unnormalised
+    LEGACY_DEFAULTS = {"z_norm": "none"}
 
     preset: str = "small"
     in_channels: int = 3
@@ -65,7 +76,7 @@ class FlowFMConfig(ConfigDictMixin):
     t_sampling: str = "logit_normal"
     logit_normal_mean: float = 1.0
     logit_normal_std: float = 1.0
-    z_norm: str = "none"
+    z_norm: str = "layer"
     z_rank: Optional[int] = None
     stop_grad_encoder: bool = False
     encoder_view: str = "augment"

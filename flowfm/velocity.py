@@ -4,9 +4,10 @@ Conditioning vector, with t (B,) in [0, 1] and z (B, D):
 
     e = MLP(sinusoidal(t)) + P(N(z))                                     (B, E)
 
-N is the identity or, with ``z_norm="layer"``, a LayerNorm without affine parameters (each z standardised over its
-D features, so the generator cannot read the overall scale of z); P is Linear(D, E) or, with ``z_rank=r``, the
-rank-r bottleneck Linear(r, E) o Linear(D, r, no bias), through which the generator sees only r directions of z.
+N is, with ``z_norm="layer"`` (the default), a LayerNorm without affine parameters (each z standardised over its
+D features, so the generator cannot read the overall scale of z) or, with ``"none"``, the identity; P is
+Linear(D, E) or, with ``z_rank=r``, the rank-r bottleneck Linear(r, E) o Linear(D, r, no bias), through which the
+generator sees only r directions of z.
 
 Conv block (the op the fused kernels implement, :func:`flowfm_kernels.conv_block`):
 
@@ -79,7 +80,7 @@ class UNet1d(nn.Module):
     """v(x_t, t, z): x_t (B, C, L) normalised, t (B,), z (B, z_dim) -> (B, C, L)."""
 
     def __init__(self, in_channels: int, z_dim: int, channels=(32, 64, 128), blocks: int = 1, cond_dim: int = 128,
-                 groups: int = 8, z_norm: str = "none", z_rank: Optional[int] = None):
+                 groups: int = 8, z_norm: str = "layer", z_rank: Optional[int] = None):
         super().__init__()
         if z_norm not in Z_NORMS:
             raise ValueError(f"z_norm={z_norm!r} is unknown; expected one of {Z_NORMS}")

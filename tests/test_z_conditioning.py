@@ -1,7 +1,8 @@
 """How the generator reads z (design levers of issue 3): ``z_norm="layer"`` (a LayerNorm without affine parameters
 before the z projection) and ``z_rank=r`` (a rank-r linear bottleneck). Each is checked against what it promises: the
-layer-normed generator cannot see a per-window affine change of z, the rank-r generator cannot see z move along the
-null space of its first projection, and the defaults see both."""
+layer-normed generator (the default) cannot see a per-window affine change of z, the plain one (``z_norm="none"``)
+can; the rank-r generator cannot see z move along the null space of its first projection, the full-width one can.
+Configs written before ``z_norm`` existed load as ``"none"``, the behaviour they were trained with."""
 import numpy as np
 import pytest
 import torch
@@ -43,7 +44,8 @@ def test_layer_norm_hides_a_per_window_affine_change_of_z(cls, config_cls):
     scale = torch.tensor([0.5, 1.0, 2.0, 3.0, 7.0])[:, None]  # a different positive scale and offset per window
     shift = torch.tensor([-1.0, 0.0, 0.3, 2.0, -0.2])[:, None]
     z_moved = scale * z + shift
-    normed, plain = _model(cls, config_cls, z_norm="layer"), _model(cls, config_cls)
+    normed, plain = _model(cls, config_cls), _model(cls, config_cls, z_norm="none")
+    assert normed.config.z_norm == "layer"
     assert plain.z_dim == 128
     assert _max_change(normed, z, z_moved) < 1e-4
     assert _max_change(plain, z, z_moved) > 1e-2
@@ -64,7 +66,7 @@ def _null_space_direction(weight: torch.Tensor, seed: int = 4) -> torch.Tensor:
 
 
 def test_rank_bottleneck_hides_z_moving_along_its_null_space():
-    model = _model(z_rank=6)
+    model = _model(z_rank=6, z_norm="none")
     first = model.velocity_net.z_proj[0]
     assert first.weight.shape == (6, 128) and first.bias is None
     v = _null_space_direction(first.weight)
@@ -72,8 +74,8 @@ def test_rank_bottleneck_hides_z_moving_along_its_null_space():
     assert _max_change(model, z, z + 4.0 * v) < 1e-4
     row_space = first.weight[0] / first.weight[0].norm()  # a direction the bottleneck does read
     assert _max_change(model, z, z + 4.0 * row_space) > 1e-2
-    # the full-width default reads that null-space direction
-    full = _model()
+    # the full-width projection reads that null-space direction
+    full = _model(z_norm="none")
     assert _max_change(full, z, z + 4.0 * v) > 1e-2
 
 
@@ -110,11 +112,28 @@ def test_checkpoint_round_trip_keeps_the_z_settings(tmp_path):
     assert torch.equal(_velocity(model, z), _velocity(loaded, z))
 
 
-def test_configs_from_before_the_levers_load_with_the_defaults():
-    data = FlowFMConfig(preset="tiny").to_dict()
+@pytest.mark.parametrize("config_cls", [FlowFMConfig, DiffusionConfig])
+def test_configs_from_before_the_levers_load_as_the_unnormalised_generator_they_describe(config_cls):
+    assert config_cls(preset="tiny").z_norm == "layer"  # the default for new models
+    data = config_cls(preset="tiny").to_dict()
     del data["z_norm"], data["z_rank"]
-    config = FlowFMConfig.from_dict(data)
+    config = config_cls.from_dict(data)
     assert config.z_norm == "none" and config.z_rank is None
+    assert config_cls.from_dict({**data, "z_norm": "layer"}).z_norm == "layer"
+
+
+def test_a_checkpoint_without_z_norm_loads_the_plain_generator_it_was_trained_with(tmp_path):
+    import json
+
+    plain = _model(z_norm="none")
+    plain.save(tmp_path / "old")
+    doc = json.loads((tmp_path / "old" / "config.json").read_text())
+    del doc["config"]["z_norm"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(doc))
+    loaded = load_model(tmp_path / "old").eval()
+    assert loaded.config.z_norm == "none" and isinstance(loaded.velocity_net.z_norm, torch.nn.Identity)
+    z = torch.randn(5, 128) * 3 + 1
+    assert torch.equal(_velocity(plain, z), _velocity(loaded, z))
 
 
 @pytest.fixture(scope="module")
