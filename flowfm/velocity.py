@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import flowfm_kernels
-from flowfm.config import Z_NORMS
+from flowfm.config import Z_NORMS, FlowFMConfig
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -80,7 +80,7 @@ class UNet1d(nn.Module):
     """v(x_t, t, z): x_t (B, C, L) normalised, t (B,), z (B, z_dim) -> (B, C, L)."""
 
     def __init__(self, in_channels: int, z_dim: int, channels=(32, 64, 128), blocks: int = 1, cond_dim: int = 128,
-                 groups: int = 8, z_norm: str = "layer", z_rank: Optional[int] = None):
+                 groups: int = 8, z_norm: str = FlowFMConfig.z_norm, z_rank: Optional[int] = None):
         super().__init__()
         if z_norm not in Z_NORMS:
             raise ValueError(f"z_norm={z_norm!r} is unknown; expected one of {Z_NORMS}")

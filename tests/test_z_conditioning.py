@@ -3,6 +3,8 @@ before the z projection) and ``z_rank=r`` (a rank-r linear bottleneck). Each is 
 layer-normed generator (the default) cannot see a per-window affine change of z, the plain one (``z_norm="none"``)
 can; the rank-r generator cannot see z move along the null space of its first projection, the full-width one can.
 Configs written before ``z_norm`` existed load as ``"none"``, the behaviour they were trained with."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,8 +125,6 @@ def test_configs_from_before_the_levers_load_as_the_unnormalised_generator_they_
 
 
 def test_a_checkpoint_without_z_norm_loads_the_plain_generator_it_was_trained_with(tmp_path):
-    import json
-
     plain = _model(z_norm="none")
     plain.save(tmp_path / "old")
     doc = json.loads((tmp_path / "old" / "config.json").read_text())
