@@ -1,10 +1,18 @@
-"""Shared pytest setup: the ``gpu`` marker skips without CUDA; one torch thread on CPU."""
+"""Shared pytest setup: the ``gpu`` marker skips without CUDA; one torch thread on CPU; Triton's interpreter.
+
+Without a GPU, ``TRITON_INTERPRET=1`` is set here, once, before any test module (and so any Triton kernel) is
+imported: Triton decides at ``@triton.jit`` time whether a kernel is interpreted, so a per-file setting would make
+correctness depend on which test file was collected first. Tests that need the interpreter off use
+``monkeypatch.delenv`` (the dispatcher reads the variable at call time).
+"""
 import os
 
 import pytest
 import torch
 
 os.environ.setdefault("FLOWFM_BACKEND", "auto")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # Test models are tiny: one intra-op thread is as fast and immune to OpenMP spin-wait collapse when the CPU is
 # shared (2 threads on 2 busy cores made a tiny backward pass 100x slower here).
 torch.set_num_threads(int(os.environ.get("FLOWFM_TEST_THREADS", "1")))

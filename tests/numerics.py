@@ -1,6 +1,8 @@
 """Numerical test helpers: NaN-poisoned outputs, non-contiguous copies, relative-RMS closeness by dtype."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 # relative RMS error tolerated per compute dtype of the *inputs* (kernels compute in fp32 inside)
@@ -32,3 +34,15 @@ def non_contiguous(t: torch.Tensor) -> torch.Tensor:
     view.copy_(t)
     assert not view.is_contiguous()
     return view
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """True fp32 for eager convolutions and matmuls on a GPU (cuDNN and cuBLAS may use TF32 by default); a no-op
+    elsewhere. Eager references compared at fp32 tolerances must run inside it."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

@@ -554,6 +554,19 @@ def test_cuda_runtime_protocol_with_mocked_torch_cuda(monkeypatch):
     rt.empty_cache()  # CUDA never initialised: nothing to empty, no error
 
 
+def test_empty_cache_releases_cublas_workspaces(monkeypatch):
+    """clear() must leave nothing of the warm-ups allocated, whatever ran before: torch keeps a cuBLAS workspace per
+    (handle, stream) until it is released explicitly, so the runtime releases them before emptying the cache."""
+    log = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: log.append("empty_cache"))
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: log.append("release_workspaces"),
+                        raising=False)
+    graphs._CudaRuntime().empty_cache()
+    assert log == ["sync", "release_workspaces", "empty_cache"]
+
+
 # ---------------------------------------------------------------------------------------------------------- GPU
 def _cuda_model(seed=0, window=64, backend=None):
     return _model(seed, window).cuda().set_backend(backend)
@@ -739,3 +752,20 @@ def test_gpu_explicit_true_in_training_mode_raises():
     with pytest.raises(ValueError, match="training mode"):
         generate(m, torch.randn(2, 3, 64, device="cuda"), torch.randn(2, m.z_dim, device="cuda"), 2, "euler", 1.0,
                  None, cuda_graph=True)
+
+
+@pytest.mark.gpu
+def test_gpu_fast_sample_never_synchronises_after_capture():
+    """The latency path: once the graph is captured, a conditioned fast_sample call issues no host-device sync
+    (torch's sync debug mode turns any synchronising call into an error)."""
+    m = _cuda_model()
+    z = torch.randn(4, m.z_dim, device="cuda")
+    flowfm.fast_sample(m, z=z, steps=2, generator=_gen(0, "cuda"))  # capture (allowed to synchronise)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = flowfm.fast_sample(m, z=z, steps=2, generator=_gen(1, "cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert out.shape == (4, 3, 64) and torch.isfinite(out).all()
