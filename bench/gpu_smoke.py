@@ -18,7 +18,7 @@ window ops; fp32 and bf16. (``--quick``: (2, 16, 20), fp32.) Per (case, size, dt
   tolerance of the dtype (fp32 1e-5; 5e-3 for conv_block in fp32, whose ``tl.dot`` runs in TF32 by default;
   bf16 1.6e-2; backward 2x), ``ok`` = finite and within tolerance;
 * time: median / p20 / p80 ms (GPU: ``triton.testing.do_bench``, CUDA events with the L2 cache flushed before each
-  call; CPU: two ``perf_counter`` repeats: plumbing, not a benchmark) and the first call alone (compile, autotune);
+  call; CPU: one ``perf_counter`` repeat: plumbing, not a benchmark) and the first call alone (compile, autotune);
 * ``bytes`` from the op's ``*_cost`` model (forward + backward for the backward cases), ``gbps`` = bytes / median,
   ``frac_copy_bw`` = that over the ``dst.copy_(src)`` bandwidth measured in the same run (``ceilings``), and
   ``x_eager`` = eager median / this backend's median, eager timed in the same run at the same dtype.
@@ -235,9 +235,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> dict:
         q = do_bench(fn, warmup=10, rep=40, quantiles=[0.5, 0.2, 0.8])
         return dict(median_ms=float(q[0]), p20_ms=float(q[1]), p80_ms=float(q[2]),
                     timer="triton.testing.do_bench (CUDA events, L2 flushed)")
-    t = common.time_fn(fn, device, warmup=1, repeats=2)
+    t = common.time_fn(fn, device, warmup=1, repeats=1)
     return dict(median_ms=t["median_ms"], p20_ms=t["p20_ms"], p80_ms=t["p80_ms"],
-                timer="perf_counter x2 (CPU plumbing run: not a benchmark)")
+                timer="perf_counter x1 (CPU plumbing run: not a benchmark)")
 
 
 def _first_call(fn: Callable[[], tuple], device: torch.device) -> tuple[tuple, float]:
@@ -390,8 +390,8 @@ def run_graphs(device: torch.device, res: Results, quick: bool) -> None:
     modes = [False, True] if device.type == "cuda" else [False]
     if device.type != "cuda":
         res.unavailable("cuda_graph=True", "CUDA graphs need a CUDA device")
-    res.unavailable("diffusion baseline", "DiffusionFM samples through its own generate(), which fast_sample "
-                                          "returns before the CUDA-graph path: no graph to time")
+    res.unavailable("diffusion baseline", "not timed here: bench.sampling times it (its rows say whether a "
+                                          "graph replayed)")
     settings = [("euler", 2)] if quick else [("euler", 10), ("heun", 5)]
     for b in ([1, 4] if quick else [1, 256]):
         with torch.inference_mode():
