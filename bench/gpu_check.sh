@@ -39,7 +39,7 @@ STEPS=(env build smoke_triton cuda_ops graphs gpu_tests bench_kernels bench_samp
        kernel_tests bench_compile render)
 JSON_NAMES=(gpu_smoke kernels sampling training sampling_ddpm kernels_compile)  # <name>_<device>.json, <= 6
 
-now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+now() { if [[ -n "${EPOCHREALTIME:-}" ]]; then printf '%s' "${EPOCHREALTIME/,/.}"; else date +%s.%N; fi; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ------------------------------------------------------------------------------------ internal step bodies (__name)
@@ -317,7 +317,7 @@ for name in "${STEPS[@]}"; do record "$name" pending - - - -; done
 publish
 
 step env 40 5
-step_bg build 300 30
+step_bg build 240 30
 step smoke_triton 150 20
 step_wait build
 step cuda_ops 60 15

@@ -15,12 +15,13 @@ window ops; fp32 and bf16. (``--quick``: (2, 16, 20), fp32.) Per (case, size, dt
 
 * accuracy: every output (forward result and each gradient) against the eager reference evaluated in float64 on the
   same (dtype-rounded) inputs, as relative RMS error ``||y - y_ref|| / ||y_ref||`` (worst output), next to the
-  tolerance of the dtype (fp32 1e-5; 5e-3 for conv_block in fp32, whose ``tl.dot`` runs in TF32 by default;
-  bf16 1.6e-2; backward 2x), ``ok`` = finite and within tolerance;
+  tolerance of the dtype (fp32 1e-5; 5e-3 for conv_block in fp32 on a GPU, whose ``tl.dot`` runs in TF32 by
+  default; bf16 1.6e-2; backward 2x), ``ok`` = finite and within tolerance;
 * time: median / p20 / p80 ms (GPU: ``triton.testing.do_bench``, CUDA events with the L2 cache flushed before each
   call; CPU: one ``perf_counter`` repeat: plumbing, not a benchmark) and the first call alone (compile, autotune);
-* ``bytes`` from the op's ``*_cost`` model (forward + backward for the backward cases), ``gbps`` = bytes / median,
-  ``frac_copy_bw`` = that over the ``dst.copy_(src)`` bandwidth measured in the same run (``ceilings``), and
+* ``bytes`` and ``flops`` from the op's ``*_cost`` model (forward + backward for the backward cases), ``gbps`` =
+  bytes / median, ``tflops``, and ``frac_copy_bw`` / ``frac_matmul``: those over the ``dst.copy_(src)`` bandwidth
+  and TF32 matmul rate measured in the same run (``ceilings``, :func:`bench.common.rates`), and
   ``x_eager`` = eager median / this backend's median, eager timed in the same run at the same dtype.
 
 ``cuda`` runs the rows once per implementation of the CUDA backend: ``FLOWFM_CUDA_IMPL=ext`` (the compiled
@@ -150,8 +151,8 @@ def _guidance(B, C, L, dtype, device, backward=False):
     return args, lambda fn, a: (fn(a[0], a[1], 2.0),)
 
 
-def _cost(case: str, B: int, C: int, L: int, dtype: torch.dtype) -> Optional[int]:
-    """Bytes moved by one call, from the ops' cost models (None when a model is missing or its signature moved)."""
+def _cost(case: str, B: int, C: int, L: int, dtype: torch.dtype) -> Optional[dict]:
+    """``{bytes, flops}`` of one call from the ops' cost models (forward + backward for the ``_bwd`` cases)."""
     from flowfm_kernels.conv_block.triton import conv_block_cost
     from flowfm_kernels.fm_loss.triton import (flow_matching_loss_backward_cost, flow_matching_loss_cost,
                                                interpolate_cost)
@@ -164,7 +165,7 @@ def _cost(case: str, B: int, C: int, L: int, dtype: torch.dtype) -> Optional[int
         c = gn_film_silu_cost(B, C, L, dtype, GROUPS)
     elif case == "flow_matching_loss_fwd_bwd":
         f, b = flow_matching_loss_cost(B, C, L, dtype, True), flow_matching_loss_backward_cost(B, C, L, dtype)
-        return int(f["bytes"] + b["bytes"])
+        return dict(bytes=int(f["bytes"] + b["bytes"]), flops=int(f["flops"] + b["flops"]))
     elif case == "interpolate":
         c = interpolate_cost(B, C, L, dtype)
     elif case == "euler_step":
@@ -179,7 +180,9 @@ def _cost(case: str, B: int, C: int, L: int, dtype: torch.dtype) -> Optional[int
         c = ode.guidance_combine_cost(B, C, L, dtype)
     else:
         return None
-    return int(c["bytes"] + (c.get("backward_bytes", 0) if case.endswith("_bwd") else 0))
+    bwd = case.endswith("_bwd")
+    return dict(bytes=int(c["bytes"] + (c.get("backward_bytes", 0) if bwd else 0)),
+                flops=int(c["flops"] + (c.get("backward_flops", 0) if bwd else 0)))
 
 
 # case -> (op, builder, backward, window op)
@@ -219,9 +222,11 @@ def _to64(args: list) -> list:
             else a for a in args]
 
 
-def tolerance(case: str, dtype_name: str) -> float:
+def tolerance(case: str, dtype_name: str, device: torch.device) -> float:
+    """Relative-RMS tolerance of ``case`` in ``dtype_name``; TF32's for conv_block in fp32 on a GPU (the interpreter
+    runs ``tl.dot`` in full fp32)."""
     tol = TOL[dtype_name]
-    if case.startswith("conv_block") and dtype_name == "fp32" and \
+    if case.startswith("conv_block") and dtype_name == "fp32" and device.type == "cuda" and \
             os.environ.get("FLOWFM_TRITON_DOT_PRECISION", "tf32").strip().lower() in ("", "tf32"):
         tol = TF32_TOL
     return tol * (BACKWARD_TOL_FACTOR if CASES[case][2] else 1.0)
@@ -260,7 +265,7 @@ def kernel_rows(device: torch.device, backend: str, label: str, quick: bool, cei
             for dname in dtypes:
                 dtype = DTYPES[dname]
                 row = dict(case=case, op=op, backend=label, B=B, C=C, L=L, dtype=dname,
-                           tol=tolerance(case, dname))
+                           tol=tolerance(case, dname, device))
                 try:
                     torch.manual_seed(0)
                     args, run = build(B, C, L, dtype, device)
@@ -278,13 +283,11 @@ def kernel_rows(device: torch.device, backend: str, label: str, quick: bool, cei
                     row.update(**t, first_call_ms=first_ms, eager_median_ms=eager["median_ms"],
                                x_eager=eager["median_ms"] / t["median_ms"])
                     try:
-                        nbytes = _cost(case, B, C, L, dtype)
+                        cost = _cost(case, B, C, L, dtype)
                     except Exception as exc:  # a cost model whose signature moved: no GB/s, said so
-                        nbytes, row["bytes_error"] = None, common.short_reason(exc)
-                    if nbytes:
-                        row.update(bytes=nbytes, gbps=nbytes / (t["median_ms"] * 1e-3) / 1e9)
-                        if ceil:
-                            row["frac_copy_bw"] = row["gbps"] / ceil["copy_gbps"]
+                        cost, row["cost_error"] = None, common.short_reason(exc)
+                    if cost:
+                        row.update(common.rates(cost, t["median_ms"], ceil))
                     del args
                 except Exception as exc:  # a failing op is a result, not the end of the run
                     row.update(ok=False, error=common.short_reason(exc))
@@ -350,7 +353,7 @@ def run_triton(device: torch.device, res: Results, quick: bool) -> None:
     if reason:
         res.unavailable("triton", reason)
         return
-    kernel_rows(device, "triton", "triton", quick, ceil, res.add)
+    kernel_rows(device, "triton", "triton", quick, ceil if device.type == "cuda" else None, res.add)
 
 
 def run_cuda(device: torch.device, res: Results, quick: bool) -> None:
