@@ -57,7 +57,8 @@ if [[ "${1:-}" == __* ]]; then
       git status --short 2>/dev/null | head -n 20
       (nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv && nvidia-smi) \
         2>&1 | head -n 40
-      echo "nvcc on PATH: $(command -v nvcc || echo none) -> $(readlink -f "$(command -v nvcc 2>/dev/null)" 2>/dev/null)"
+      NVCC_PATH="$(command -v nvcc || echo none)"
+      echo "nvcc on PATH: $NVCC_PATH -> $(readlink -f "$NVCC_PATH" 2>/dev/null)"
       nvcc --version 2>&1 | tail -n 2
       "$PY" - <<'EOF'
 import importlib.metadata as md, importlib.util, os, sys
@@ -163,7 +164,10 @@ T0="$(now)"
 MODE=$([[ "$DRY" == 1 ]] && echo "dry run (CPU plumbing, tiny sizes, TRITON_INTERPRET=1)" || echo "gpu")
 
 left() { awk -v a="$T0" -v b="$(now)" -v n="$BUDGET" 'BEGIN { printf "%d", n - (b - a) }'; }
-index_of() { local i; for i in "${!STEPS[@]}"; do [[ "${STEPS[$i]}" == "$1" ]] && { printf '%02d' "$i"; return; }; done; }
+index_of() {
+  local i
+  for i in "${!STEPS[@]}"; do [[ "${STEPS[$i]}" == "$1" ]] && { printf '%02d' "$i"; return; }; done
+}
 
 # record NAME STATUS EXIT SECONDS CAP TIMED_OUT NOTE   (one TSV line per step, rewritten as the step progresses)
 record() {
@@ -174,7 +178,8 @@ record() {
 summary() {
   local name f
   echo "FlowFM bench/gpu_check.sh  mode: $MODE"
-  echo "budget ${BUDGET} s, elapsed $(elapsed "$T0") s, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "budget ${BUDGET} s, elapsed $(elapsed "$T0") s," \
+    "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "written $(date -u +%Y-%m-%dT%H:%M:%SZ); JSON results and logs.tgz beside this file"
   echo
   printf '%-15s %-24s %5s %8s %6s %-9s %s\n' step status exit seconds cap_s timed_out note

@@ -1,7 +1,8 @@
 """NVTX ranges for Nsight Systems: ``with nvtx_range("flowfm/encode"): ...``.
 
 Ranges are pushed only when a CUDA device is in use, through the ``nvtx`` package (or ``torch.cuda.nvtx`` when that
-package is missing or broken, as on an image without it); on CPU-only runs :func:`nvtx_range` returns a shared no-op context (no allocation, no call).
+package is missing or broken, as on an image without it); on CPU-only runs :func:`nvtx_range` returns a shared no-op
+context (no allocation, no call).
 Names used: ``flowfm/encode``, ``flowfm/velocity``, ``flowfm/solver_step``, ``flowfm/loss``, ``flowfm/backward``,
 ``flowfm/optimizer_step``, ``flowfm/sample``.
 """
