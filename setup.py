@@ -2,9 +2,12 @@
 
 ``FLOWFM_BUILD_CUDA`` = ``auto`` (default: build when nvcc, a CUDA root and a GPU are all found, else skip with a
 note), ``1`` (build or fail loudly), ``0`` (never). ``FLOWFM_CUDA_ARCH`` picks the GPU architectures (default
-``sm_90``). The decisions live in ``flowfm_kernels/cuda/_build.py`` (pure functions, tested). Whatever is built,
-``csrc/*.cu`` / ``*.cuh`` / ``*.h`` are copied into the package (``flowfm_kernels/csrc/``) so that the CuPy/NVRTC JIT
-fallback finds its sources in a regular install too; an editable install reads them from the repository's csrc/.
+``sm_90``). The CUDA root is ``$CUDA_HOME`` (or ``$CUDA_PATH``), else the toolkit holding the real path of
+``nvcc`` (symlinks resolved; a wrapper script is not taken for a toolkit), else ``/usr/local/cuda`` / ``/opt/cuda``
+(``_build.find_cuda_root``). The decisions live in ``flowfm_kernels/cuda/_build.py`` (pure functions, tested).
+Whatever is built, ``csrc/*.cu`` / ``*.cuh`` / ``*.h`` are copied into the package (``flowfm_kernels/csrc/``) so
+that the CuPy/NVRTC JIT fallback finds its sources in a regular install too; an editable install reads them from
+the repository's csrc/.
 
 Nothing here touches the network, and a machine without nvcc installs fine.
 """

@@ -12,9 +12,13 @@ timing batch) with :mod:`flowfm.evaluation.generation_sweep`: ``--quality-n`` co
 subjects (seeded, subject-wise split), generated in batches of ``--quality-batch``: feature Frechet distance (FFD),
 discriminative score, TSTR macro-F1 and reconstruction r. The encoder runs once, outside the timing.
 
-On CUDA each flow and DDIM configuration runs with ``cuda_graph=False`` (eager loop, fused kernels) and
-``cuda_graph=True`` (the whole loop replayed as one CUDA graph); the first call (capture) is reported separately,
-with ``flowfm_kernels.graphs.stats()``'s capture times. Full run: batches 1 / 64 / 256 (and 1024 on CUDA), Euler
+On CUDA each configuration runs with ``cuda_graph=False`` (eager loop, fused kernels) and, where the sampler has a
+graph path, ``cuda_graph=True`` (the whole loop replayed as one CUDA graph); the first call (capture) is reported
+separately, with ``flowfm_kernels.graphs.stats()``'s capture times. A row's ``cuda_graph`` says what ran, not what
+was asked for: it is true only when ``graphs.stats()`` counted replays during the timing. The diffusion baseline
+samples through its own ``generate()``, which ``fast_sample`` returns before the graph path, so its
+``cuda_graph=True`` call is the eager loop again: a one-call probe finds no capture and the setting is listed in
+``unavailable`` instead of a row (:func:`graph_path`). Full run: batches 1 / 64 / 256 (and 1024 on CUDA), Euler
 2 / 10 / 50 and Heun 5 steps (``--flow``), DDIM 10 / 50 / 100 (``--ddim``) and DDPM-1000. Quick: batch 1 and 8,
 Euler and Heun 2 steps, DDIM-4, no DDPM. Speed-ups are against DDPM-1000 at the same batch (eager loop), or, when
 DDPM was not run, against the largest DDIM measured (``speedup_reference`` says which). With quality, each batch
@@ -56,7 +60,24 @@ def _flow_list(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _time_sample(model, z, steps, method, cuda_graph, device, repeats):
+def graph_modes(device: torch.device) -> list[bool]:
+    """The ``cuda_graph`` settings to time: the eager loop everywhere, the captured graph on CUDA."""
+    return [False, True] if device.type == "cuda" else [False]
+
+
+def graph_path(model, z, steps: int, method: str) -> bool:
+    """Whether ``fast_sample(model, ..., cuda_graph=True)`` runs a captured graph: one call on the first condition
+    (``graphs.stats()`` counts a capture or a replay). False for samplers that bypass the graph path (the
+    diffusion baseline's own ``generate()``)."""
+    graphs.reset_stats()
+    fast_sample(model, z=z[:1], steps=steps, method=method, cuda_graph=True,
+                generator=torch.Generator(device=z.device).manual_seed(0))
+    st = graphs.stats()
+    return st["captures"] + st["hits"] > 0
+
+
+def time_sample(model, z, steps, method, cuda_graph, device, repeats):
+    """:func:`bench.common.time_fn` of one ``fast_sample`` call, plus the graph counters of the timed calls."""
     graphs.reset_stats()
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -68,6 +89,7 @@ def _time_sample(model, z, steps, method, cuda_graph, device, repeats):
     t["graph_captures"] = st["captures"]
     t["graph_hits"] = st["hits"]
     t["graph_failures"] = st["failures"]
+    t["graph_fallbacks"] = st["fallbacks"]
     t["graph_capture_s_total"] = st["capture_s_total"]
     if st["last_capture"]:
         t["graph_last_capture"] = {k: v for k, v in st["last_capture"].items() if k in
@@ -179,8 +201,9 @@ def main(argv=None) -> dict:
         n = args.quality_n or (32 if args.quick else 256)
         cond = conditioning_split(args.data, n=n, seed=args.seed, max_test=256 if args.quick else None)
         quality = _Quality(cond, args.seed, args.quality_batch)
-    graph_modes = [False, True] if device.type == "cuda" else [False]
+    modes = graph_modes(device)
     rows, unavailable = [], []
+    has_graph: dict[tuple[str, str], bool] = {}
     if device.type != "cuda":
         unavailable.append(dict(what="cuda_graph=True", reason="CUDA graphs need a CUDA device"))
     if not cfg["ddpm"]:
@@ -198,18 +221,37 @@ def main(argv=None) -> dict:
         if cfg["ddpm"]:
             cases.append(("diffusion", diff, z_diff, "ddpm", diff.config.T, diff.nfe("ddpm", diff.config.T)))
         for model_name, model, z, method, steps, nfe in cases:
-            for g in graph_modes:
+            for g in modes:
+                what = f"{model_name} {method}-{steps} batch {b} cuda_graph=True"
                 if method == "ddpm" and g:
                     unavailable.append(dict(what=f"ddpm-1000 cuda_graph=True batch {b}",
                                             reason="not measured: 1000-step graph capture; eager loop only"))
                     continue
+                if g and (model_name, method) not in has_graph:
+                    try:
+                        has_graph[(model_name, method)] = graph_path(model, z, 1, method)
+                    except Exception as exc:
+                        has_graph[(model_name, method)] = False
+                        unavailable.append(dict(what=f"{model_name} {method} cuda_graph=True",
+                                                reason=f"graph probe raised: {common.short_reason(exc)}"))
+                if g and not has_graph[(model_name, method)]:
+                    unavailable.append(dict(what=what, reason=(
+                        "no CUDA graph: this sampler bypasses the graph path (fast_sample returns the model's "
+                        "own generate(), an eager loop), so a 'graph' row would be the eager loop again")))
+                    continue
                 reps = max(2, repeats // 3) if method == "ddpm" else repeats
                 t0 = time.perf_counter()
                 try:
-                    t = _time_sample(model, z, steps, method, g, device, reps)
+                    t = time_sample(model, z, steps, method, g, device, reps)
                 except Exception as exc:
                     unavailable.append(dict(what=f"{model_name} {method}-{steps} batch {b} cuda_graph={g}",
                                             reason=f"raised: {common.short_reason(exc)}"))
+                    continue
+                if g and not (t["graph_hits"] > 0 and t["graph_fallbacks"] == 0):
+                    unavailable.append(dict(what=what, reason=(
+                        f"no CUDA graph replayed during the timing (captures {t['graph_captures']}, hits "
+                        f"{t['graph_hits']}, fallbacks {t['graph_fallbacks']}, failures {t['graph_failures']}): "
+                        "the eager loop ran, so no graph row")))
                     continue
                 row = dict(model=model_name, method=method, steps=steps, nfe=nfe, batch=b, cuda_graph=g, **t,
                            windows_per_s=b / (t["median_ms"] * 1e-3), latency_ms=t["median_ms"],
@@ -236,15 +278,15 @@ def main(argv=None) -> dict:
             ref = max(ddims, key=lambda r: r["steps"])
             label = f"ddim-{ref['steps']} (largest DDIM measured; DDPM-1000 not run)"
         ref["is_speedup_reference"] = True
-        eager_flow = {(r["method"], r["steps"]): r["median_ms"] for r in same
-                      if r["model"] == "flowfm" and not r["cuda_graph"]}
+        eager_loop = {(r["model"], r["method"], r["steps"]): r["median_ms"] for r in same if not r["cuda_graph"]}
         for r in same:
             r["speedup_vs_reference"] = ref["median_ms"] / r["median_ms"]
             r["speedup_reference"] = label
             if r.get("frechet") is not None and ref.get("frechet") is not None:
                 r["frechet_le_reference"] = bool(r["frechet"] <= ref["frechet"])
-            if r["model"] == "flowfm" and r["cuda_graph"] and (r["method"], r["steps"]) in eager_flow:
-                r["speedup_graph_vs_eager_loop"] = eager_flow[(r["method"], r["steps"])] / r["median_ms"]
+            key = (r["model"], r["method"], r["steps"])
+            if r["cuda_graph"] and key in eager_loop:
+                r["speedup_graph_vs_eager_loop"] = eager_loop[key] / r["median_ms"]
     weights = ("random (untrained): speed only, not generation quality" if not any(trained.values()) else
                "; ".join(f"{k}: {'trained, ' + v if v else 'random (untrained), no quality'}"
                          for k, v in trained.items()))

@@ -1,7 +1,8 @@
 """NVTX ranges for Nsight Systems: ``with nvtx_range("flowfm/encode"): ...``.
 
 Ranges are pushed only when a CUDA device is in use, through the ``nvtx`` package (or ``torch.cuda.nvtx`` when that
-package is missing); on CPU-only runs :func:`nvtx_range` returns a shared no-op context (no allocation, no call).
+package is missing or broken, as on an image without it); on CPU-only runs :func:`nvtx_range` returns a shared no-op
+context (no allocation, no call).
 Names used: ``flowfm/encode``, ``flowfm/velocity``, ``flowfm/solver_step``, ``flowfm/loss``, ``flowfm/backward``,
 ``flowfm/optimizer_step``, ``flowfm/sample``.
 """
@@ -22,9 +23,10 @@ def _annotate():
     try:
         import nvtx
 
-        return lambda name: nvtx.annotate(name, domain="flowfm")
-    except ImportError:
+        annotate = nvtx.annotate
+    except Exception:  # missing (the GPU image has no nvtx package) or broken: torch's own NVTX bindings
         return torch.cuda.nvtx.range
+    return lambda name: annotate(name, domain="flowfm")
 
 
 def nvtx_range(name: str):

@@ -96,6 +96,39 @@ def test_sampling_json(results):
     assert "CUDA" in reasons and "quick" in reasons
 
 
+def test_no_diffusion_row_claims_a_cuda_graph(tmp_path, monkeypatch):
+    """The diffusion baseline samples through its own generate(), which fast_sample returns before the CUDA-graph
+    path: with graphs "on" (a fake CPU graph runtime stands in for CUDA), FlowFM rows replay a graph, and the
+    diffusion setting is listed as having none instead of being timed eagerly under a "CUDA graph" label."""
+    from test_graphs import FakeRuntime
+
+    from flowfm_kernels import graphs
+
+    monkeypatch.setattr(graphs, "_runtime", FakeRuntime())
+    monkeypatch.delenv("FLOWFM_CUDA_GRAPH", raising=False)
+    monkeypatch.setattr(sampling, "graph_modes", lambda device: [False, True])
+    graphs.clear()
+    try:
+        doc = sampling.main(["--quick", "--out", str(tmp_path), "--repeats", "2", "--preset", "tiny",
+                             "--batches", "1", *CPU])
+    finally:
+        graphs.clear()
+    rows = doc["rows"]
+    flow_graph = [r for r in rows if r["model"] == "flowfm" and r["cuda_graph"]]
+    assert {(r["method"], r["steps"]) for r in flow_graph} == {("euler", 2), ("heun", 2)}
+    assert all(r["graph_hits"] > 0 and r["speedup_graph_vs_eager_loop"] > 0 for r in flow_graph)
+    assert [r["cuda_graph"] for r in rows if r["model"] == "diffusion"] == [False]  # DDIM-4, eager only
+    missing = [u for u in doc["unavailable"] if u["what"] == "diffusion ddim-4 batch 1 cuda_graph=True"]
+    assert len(missing) == 1 and "bypasses the graph path" in missing[0]["reason"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "bench" / "results").glob("sampling_*.json")), ids=lambda p: p.name)
+def test_committed_sampling_rows_claim_a_graph_only_when_one_replayed(path):
+    for r in json.loads(path.read_text())["rows"]:
+        if r["cuda_graph"]:
+            assert r["model"] != "diffusion" and r["graph_hits"] > 0, r
+
+
 def test_training_json(results):
     doc = json.loads((results / "training_cpu.json").read_text())
     _check_env(doc, "training")

@@ -10,8 +10,10 @@ Environment variables:
                        is visible (``/dev/nvidia0`` or ``nvidia-smi -L``), else install pure Python with a note;
                        ``1``: build, and fail loudly if it cannot; ``0``: never build.
 ``FLOWFM_CUDA_ARCH``   GPU architectures for nvcc, e.g. ``sm_90`` (default), ``90``, ``sm_90a``, ``80,90``.
-``CUDA_HOME`` / ``CUDA_PATH``  the CUDA toolkit root (else ``/usr/local/cuda``, then ``/opt/cuda``). The root is never
-                       derived from the location of ``nvcc``: that can be a wrapper script.
+``CUDA_HOME`` / ``CUDA_PATH``  the CUDA toolkit root; else the root of the *real* path of nvcc (``$NVCC`` or
+                       ``nvcc`` on ``PATH``, symlinks resolved: ``<root>/bin/nvcc``), accepted only when that root
+                       holds ``include/cuda_runtime_api.h`` (so a wrapper script such as ``/usr/local/bin/nvcc``
+                       never makes ``/usr/local`` the root); else ``/usr/local/cuda``, then ``/opt/cuda``.
 ``NVCC``               the nvcc to use when ``<root>/bin/nvcc`` does not exist (else ``nvcc`` on ``PATH``).
 """
 from __future__ import annotations
@@ -30,18 +32,48 @@ _FALSE = ("0", "false", "no", "off")
 
 
 def find_cuda_root(environ: Optional[Mapping[str, str]] = None,
-                   isdir: Callable[[str], bool] = os.path.isdir) -> Optional[str]:
-    """The CUDA toolkit root: ``$CUDA_HOME``, ``$CUDA_PATH``, then ``/usr/local/cuda``, ``/opt/cuda``.
+                   isdir: Callable[[str], bool] = os.path.isdir,
+                   isfile: Callable[[str], bool] = os.path.isfile,
+                   which: Optional[Callable[[str], Optional[str]]] = None,
+                   realpath: Callable[[str], str] = os.path.realpath) -> Optional[str]:
+    """The CUDA toolkit root: ``$CUDA_HOME``, ``$CUDA_PATH``, the root of nvcc's real path, ``/usr/local/cuda``,
+    ``/opt/cuda``, the first that is a directory holding ``include/`` (the headers both nvcc and NVRTC need).
 
-    A candidate counts when it is a directory holding ``include/`` (the headers both nvcc and NVRTC need).
+    nvcc's root (``realpath(nvcc)`` = ``<root>/bin/nvcc``; nvcc from ``$NVCC``, else ``PATH``) must also hold
+    ``include/cuda_runtime_api.h``: a wrapper script's real path is the script itself, and its parent's parent
+    (``/usr/local`` for ``/usr/local/bin/nvcc``) is not a toolkit. ``which`` defaults to a ``PATH`` lookup in
+    ``environ``'s ``PATH`` (the process's when ``environ`` has none).
     """
     env = os.environ if environ is None else environ
-    candidates = [env.get("CUDA_HOME", ""), env.get("CUDA_PATH", ""), *STANDARD_CUDA_ROOTS]
-    for root in candidates:
+    if which is None:
+        def which(name: str) -> Optional[str]:
+            return shutil.which(name, path=env.get("PATH"))
+
+    def usable(root: str) -> bool:
+        return bool(root) and isdir(root) and isdir(os.path.join(root, "include"))
+
+    for root in (env.get("CUDA_HOME", ""), env.get("CUDA_PATH", "")):
         root = root.strip()
-        if root and isdir(root) and isdir(os.path.join(root, "include")):
+        if usable(root):
+            return os.path.normpath(root)
+    nvcc = _nvcc_from_environment(env, which)
+    if nvcc:
+        real = realpath(nvcc)
+        root = os.path.dirname(os.path.dirname(real))
+        if (os.path.basename(os.path.dirname(real)) == "bin" and usable(root)
+                and isfile(os.path.join(root, "include", "cuda_runtime_api.h"))):
+            return os.path.normpath(root)
+    for root in STANDARD_CUDA_ROOTS:
+        if usable(root):
             return os.path.normpath(root)
     return None
+
+
+def _nvcc_from_environment(env: Mapping[str, str], which: Callable[[str], Optional[str]]) -> Optional[str]:
+    """``$NVCC`` if set, else ``nvcc`` on ``PATH`` (either may be a wrapper script)."""
+    if env.get("NVCC", "").strip():
+        return env["NVCC"].strip()
+    return which("nvcc")
 
 
 def find_nvcc(cuda_root: Optional[str], environ: Optional[Mapping[str, str]] = None,
@@ -53,9 +85,7 @@ def find_nvcc(cuda_root: Optional[str], environ: Optional[Mapping[str, str]] = N
         candidate = os.path.join(cuda_root, "bin", "nvcc")
         if isfile(candidate):
             return candidate
-    if env.get("NVCC", "").strip():
-        return env["NVCC"].strip()
-    return which("nvcc")
+    return _nvcc_from_environment(env, which)
 
 
 def gpu_visible(exists: Callable[[str], bool] = os.path.exists,
