@@ -10,12 +10,13 @@ A :class:`WindowCorpus` presents N windows ``(N, C, L)`` float32 in g from a lis
 ``corpus[idx]`` with an int array returns ``(len(idx), C, L)`` float32, channels-first: global index ``i`` lives in
 source ``s`` with ``offsets[s] <= i < offsets[s + 1]`` (``offsets`` the cumulative source lengths).
 
-Bounded memory: a shard is mapped, not read, so opening costs only its header. Reading a batch faults in just the
-pages of its windows (each fault maps the page-cache folio around it, up to 2 MiB), and every 16 windows those pages
-are dropped from this process's mapping again (``madvise(MADV_DONTNEED)``: for a read-only file mapping that unmaps
-the pages, which stay in the kernel's page cache). The resident set thus stays at one batch plus at most 16 folios
-(<= 32 MiB) however many windows an epoch reads, instead of growing to the corpus size.
-NaN/inf windows are reported when a batch reads them (a check over the batch only; opening scans nothing).
+Bounded memory: a shard is mapped, not read, so opening costs its header (and the unit check's sample, below).
+Reading a batch faults in just the pages of its windows (each fault maps the page-cache folio around it, up to 2
+MiB), and every 16 windows those pages are dropped from this process's mapping again (``madvise(MADV_DONTNEED)``:
+for a read-only file mapping that unmaps the pages, which stay in the kernel's page cache). The resident set thus
+stays at one batch plus at most 16 folios (<= 32 MiB) however many windows an epoch reads, instead of growing to the
+corpus size. NaN/inf windows are reported when a batch reads them (a check over the batch only). Opening reads the
+headers and, for the unit check (:func:`check_source_unit`), at most 64 evenly spaced windows of each source.
 """
 from __future__ import annotations
 
@@ -95,8 +96,9 @@ class ShardSource:
             return None
         return np.load(self._pid_path, allow_pickle=False)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
-        """Write windows ``idx`` (sorted local int array) into ``out``, ``(len(idx), C, L)`` float32."""
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
+        """Write windows ``idx`` (sorted local int array) into ``out``, ``(len(idx), C, L)`` float32; ValueError
+        naming the first NaN/inf window unless ``check_finite`` is False."""
         shape, dtype, offset, order = self._layout
         step = idx.size if _MADV_DONTNEED is None else _RELEASE_ROWS
         with open(self._x_path, "rb") as f:
@@ -111,8 +113,8 @@ class ShardSource:
             del x  # the buffer export must end before the mapping can close
         finally:
             mapping.close()
-        finite = np.isfinite(out)
-        if not finite.all():
+        finite = np.isfinite(out) if check_finite else True
+        if not np.all(finite):
             bad = int(np.argwhere(~finite)[0, 0])
             raise ValueError(f"{self.name}/X.npy window {int(idx[bad])} holds NaN/inf values; fix or drop it")
 
@@ -137,7 +139,7 @@ class ArraySource:
         """(n,) subject ids, None when none were given."""
         return None if self._pid is None else np.asarray(self._pid)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
         out[...] = self._x[idx]
 
 
@@ -167,7 +169,7 @@ class RecordingSource:
         """(n,) subject ids: a continuous recording is one subject, named by its path."""
         return np.full(len(self), self.name, dtype=object)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
         rows = idx[:, None] * self._hop + np.arange(self.window_length)  # (B, L) sample indices
         out[...] = self._signal[rows].transpose(0, 2, 1)
 
@@ -369,7 +371,7 @@ class _SourceWindows:
 
     def __getitem__(self, idx: np.ndarray) -> np.ndarray:
         out = np.empty((len(idx), self.source.n_channels, self.source.window_length), dtype=np.float32)
-        self.source.read(np.asarray(idx, dtype=np.int64), out)
+        self.source.read(np.asarray(idx, dtype=np.int64), out, check_finite=False)  # NaN rows: skipped by the check
         return out
 
 

@@ -99,7 +99,8 @@ def check_unit(median_raw: float, source: str, unit: Optional[str] = None) -> fl
     expected = "~1 g" if declared == "g" else f"~{UNITS[declared]:g} for {UNIT_NAMES[declared]}"
     advice = (f"Pass --unit {looks} to convert, or --unit g to use as is." if looks != "g"
               else "Pass --unit g to use it as is (it is already in g).")
-    raise UnitError(f"{source}: acceleration looks like {UNIT_NAMES[looks]} (median |a| = {median_raw:.3g}; "
+    shown = f"{median_raw:.3g}" if median_raw < 1000 else f"{median_raw:.0f}"
+    raise UnitError(f"{source}: acceleration looks like {UNIT_NAMES[looks]} (median |a| = {shown}; "
                     f"expected {expected}). {advice}")
 
 
