@@ -5,8 +5,8 @@ acceleration **in g** at a nominal rate ``fs`` with ``(T,)`` per-sample int labe
 converter's label names, ``-1`` = no usable label: transient, null class, unannotated). This module does the
 rest, identically for all datasets:
 
-1. units: :func:`~flowfm.data.units.to_g` converts from the file's unit and checks the resting magnitude (median ``|a|`` about 1 g),
-   so a file in the wrong unit fails with a message naming the file instead of producing garbage;
+1. units: :func:`~flowfm.data.units.to_g` converts from the file's unit and checks the resting magnitude (median
+   ``|a|`` about 1 g), so a file in the wrong unit fails with a message naming the file instead of producing garbage;
 2. gaps: :func:`split_at_time_gaps` cuts a recording where its timestamps jump (> 1 s), and
    :func:`finite_segments` linearly interpolates NaN runs of at most 1 s (dropped packets) and cuts at longer ones;
 3. resampling to 30 Hz with the polyphase :func:`~flowfm.data.resample.resample_to` (labels by nearest sample,
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..folder import save_folder
 from ..resample import make_windows, resample_labels, resample_to, window_params
-from ..units import MAGNITUDE_RANGE_G, STANDARD_GRAVITY, UNIT_PER_G, to_g  # noqa: F401  (re-exported)
+from ..units import STANDARD_GRAVITY, UNIT_PER_G, to_g  # noqa: F401  (re-exported)
 from ..windows import UNLABELLED, WindowDataset
 
 __all__ = ["Recording", "Source", "ConversionSummary", "STANDARD_GRAVITY", "UNIT_PER_G", "to_g",
