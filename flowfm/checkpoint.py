@@ -4,7 +4,13 @@ A model folder holds
 
     model.safetensors   every parameter and buffer (the normaliser's mean/std included)
     config.json         {"format": "flowfm-checkpoint", "version": 1, "method": ..., "config": {...},
-                         "normalizer": {"mean": [...], "std": [...]}, "weights_sha256": ..., "metadata": {...}}
+                         "normalizer": {"mean": [...], "std": [...]}, "weights_sha256": ..., "metadata": {...},
+                         "data": {"sample_rate_hz": 30.0, "window_length": 300, "hop": 150, "unit": "g",
+                                  "channels": ["x", "y", "z"]}}
+
+``"data"`` is the model's :class:`~flowfm.data.window_spec.WindowSpec` (what its windows are); a file written before
+it existed reads as the convention (30 Hz, the config's window, hop L / 2, g, x/y/z). A loaded model is in **eval
+mode** (BatchNorm reads its running statistics): call ``model.train()`` to train it further.
 
 A training checkpoint adds ``train_state.safetensors`` + ``train_state.json`` (optimiser, scheduler, EMA, RNG,
 epoch) through :func:`write_state` / :func:`read_state`, which split any nested state into tensors and JSON.
@@ -21,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flowfm.data.atomic import atomic_dir
+from flowfm.data.window_spec import WindowSpec
 
 FORMAT, VERSION = "flowfm-checkpoint", 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -31,7 +38,25 @@ class CheckpointError(RuntimeError):
 
 
 class CheckpointMixin:
-    """``save`` / ``load`` of a model as a checkpoint folder (every model class of the library has them)."""
+    """``save`` / ``load`` of a model as a checkpoint folder (every model class of the library has them), and the
+    model's :attr:`data_spec`."""
+
+    @property
+    def data_spec(self) -> WindowSpec:
+        """The windows this model is for (rate, length, hop, unit, channel order); stored in its checkpoints. Unless
+        set (by ``flowfm pretrain`` from its data, or by loading), the convention for the config's channels and
+        window: 30 Hz, hop = window // 2, g."""
+        spec = self.__dict__.get("_data_spec")
+        return spec if spec is not None else WindowSpec.default(self.config.in_channels, self.config.window)
+
+    @data_spec.setter
+    def data_spec(self, spec: WindowSpec) -> None:
+        if not isinstance(spec, WindowSpec):
+            raise TypeError(f"data_spec must be a WindowSpec, got {type(spec).__name__}")
+        if len(spec.channels) != self.config.in_channels:
+            raise ValueError(f"data_spec names {len(spec.channels)} channels {list(spec.channels)}; this model has "
+                             f"{self.config.in_channels}")
+        self.__dict__["_data_spec"] = spec
 
     def save(self, path, metadata: Optional[dict] = None) -> None:
         """Write a checkpoint folder (safetensors weights + JSON config), atomically."""
@@ -39,7 +64,7 @@ class CheckpointMixin:
 
     @classmethod
     def load(cls, path, map_location="cpu", backend: Optional[str] = None):
-        """Load a folder written by :meth:`save` (never unpickles); returns the class recorded in it."""
+        """Load a folder written by :meth:`save` (never unpickles); returns the class recorded in it, in eval mode."""
         return load_model(path, map_location=map_location, backend=backend)
 
 
@@ -67,6 +92,22 @@ def model_method(model) -> str:
     return getattr(model, "method", "flowfm")
 
 
+def model_data_spec(model) -> WindowSpec:
+    """``model.data_spec``, or the convention for its config when the class has none."""
+    spec = getattr(model, "data_spec", None)
+    return spec if isinstance(spec, WindowSpec) else WindowSpec.default(model.config.in_channels,
+                                                                         model.config.window)
+
+
+def read_data_spec(doc: dict, config) -> WindowSpec:
+    """The :class:`WindowSpec` of a checkpoint's config.json ``doc``; the convention for ``config`` when the file
+    predates it (no ``"data"`` entry) or lacks some of its fields."""
+    try:
+        return WindowSpec.from_dict(doc.get("data") or {}, config.in_channels, config.window)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the 'data' entry of {CONFIG} is invalid: {exc}") from None
+
+
 def write_model_files(model, folder: Path, metadata: Optional[dict] = None) -> None:
     """Write model.safetensors + config.json into an existing folder (callers make the folder atomic)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -75,6 +116,7 @@ def write_model_files(model, folder: Path, metadata: Optional[dict] = None) -> N
         "format": FORMAT, "version": VERSION, "method": model_method(model), "config": model.config.to_dict(),
         "normalizer": {"mean": model.normalizer.mean.tolist(), "std": model.normalizer.std.tolist()},
         "weights_sha256": _sha256(folder / WEIGHTS), "metadata": metadata or {},
+        "data": model_data_spec(model).to_dict(),
     }
     (folder / CONFIG).write_text(json.dumps(doc, indent=2))
 
@@ -106,7 +148,8 @@ def read_config(path) -> dict:
 
 
 def load_model(path, map_location="cpu", backend: Optional[str] = None):
-    """Rebuild the model saved in ``path``: same class, config, weights and buffers (bit-identical outputs)."""
+    """Rebuild the model saved in ``path``: same class, config, weights, buffers and ``data_spec`` (bit-identical
+    outputs), in eval mode (``.train()`` before training it further)."""
     path = Path(path)
     doc = read_config(path)
     actual = _sha256(path / WEIGHTS)
@@ -134,7 +177,8 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
                               f"unexpected {sorted(unexpected)[:5]}")
     model.load_state_dict(state)
     model.checkpoint_metadata = doc.get("metadata", {})
-    return model.to(map_location)
+    model.data_spec = read_data_spec(doc, config)
+    return model.to(map_location).eval()
 
 
 # ---------------------------------------------------------------------------------------------- nested state

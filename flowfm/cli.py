@@ -1,4 +1,4 @@
-"""The ``flowfm`` command line: demo, pretrain, evaluate, sample, info (``flowfm <command> --help``)."""
+"""The ``flowfm`` command line: demo, pretrain, evaluate, embed, sample, shard, info (``flowfm <command> --help``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,16 +12,48 @@ from flowfm.config import ENCODER_VIEWS, Z_NORMS
 from flowfm.encoder import READOUTS
 
 
-def _dataset(spec: str):
+UNIT_CHOICES = ("m/s2", "g", "mg")
+UNIT_HELP = ("unit of the data's acceleration: by default it must look like g by magnitude (median |a| ~ 1) and data "
+             "that look like m/s^2 or milli-g are refused; m/s2 / mg convert to g (divide by 9.80665 / 1000), g uses "
+             "the values as they are")
+
+
+def _add_unit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unit", default=None, choices=list(UNIT_CHOICES), help=UNIT_HELP)
+
+
+def _dataset(spec: str, unit: Optional[str] = None):
     from flowfm.data import load_folder, load_hapt
 
-    return load_hapt() if spec == "hapt" else load_folder(spec)
+    return load_hapt() if spec == "hapt" else load_folder(spec, unit=unit)
+
+
+def _declared_fs(spec: str) -> Optional[float]:
+    """The sampling rate a dataset states: HAPT's 30 Hz, a folder's meta.json ``fs``; None when unstated."""
+    from flowfm.data.folder import read_meta
+
+    if spec == "hapt":
+        return 30.0
+    fs = read_meta(Path(spec)).get("fs") if Path(spec).is_dir() else None
+    return None if fs is None else float(fs)
+
+
+def _at_model_rate(x, fs: Optional[float], spec, source: str):
+    """Windows x (N, C, L) at ``fs`` (None: unknown) resampled to the model's rate (``spec``, a WindowSpec), with a
+    note on stderr when their duration then differs from the model's windows."""
+    from flowfm.data.window_spec import windows_at_rate
+
+    out = windows_at_rate(x, fs, spec, source)
+    if out.shape[-1] != spec.window_length:
+        print(f"note: {source} windows are {out.shape[-1] / spec.sample_rate_hz:g} s at {spec.sample_rate_hz:g} Hz; "
+              f"the model was trained on {spec.window_seconds:g} s windows", file=sys.stderr)
+    return out
 
 
 def _corpus(args):
     from flowfm.data.corpus import open_corpus
 
-    return open_corpus(args.data, recording_fs=args.recording_fs)
+    return open_corpus(args.data, recording_fs=args.recording_fs, unit=args.unit)
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -63,6 +95,7 @@ def cmd_pretrain(args) -> int:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
     x = _corpus(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
+    data_fs = x.fs
     if args.exclude_subjects:
         x = x.without_subjects(s.strip() for s in args.exclude_subjects.split(",") if s.strip())
     ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
@@ -86,6 +119,9 @@ def cmd_pretrain(args) -> int:
                               for flag, (value, methods) in generator_flags.items() if value is not None})
         # mean/std from at most NORMALIZER_WINDOWS seeded windows, read chunk by chunk (all of a small corpus)
         model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x.subsample(seed=args.seed))
+        from flowfm.data.window_spec import WindowSpec, default_channels
+
+        model.data_spec = WindowSpec(data_fs, x.shape[2], max(1, x.shape[2] // 2), "g", default_channels(x.shape[1]))
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                 grad_clip=args.grad_clip or None, ema_decay=args.ema, seed=args.seed,
@@ -133,12 +169,16 @@ def cmd_evaluate(args) -> int:
                          "from a random init is --encoder scratch")
     if not (args.checkpoint or args.encoder):
         raise ValueError("pass --checkpoint DIR (a model folder of any method) or --encoder random / scratch")
-    ds = _dataset(args.data).labelled()
+    ds = _dataset(args.data, args.unit).labelled()
     model, name = encoder_model(args.checkpoint or args.encoder, preset=args.preset, in_channels=ds.x.shape[1],
                                 window=ds.x.shape[2], base_seed=args.seed)
+    from flowfm.data.window_spec import WindowSpec
+
+    spec = getattr(model, "data_spec", None) or WindowSpec.default(ds.x.shape[1], ds.x.shape[2])
+    x = _at_model_rate(ds.x, _declared_fs(args.data), spec, args.data)
     config = FitConfig(max_epochs=args.max_epochs, patience=args.patience, batch_size=args.batch_size,
                        val_fraction=args.val_fraction)
-    report = evaluate_encoder(model, ds.x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
+    report = evaluate_encoder(model, x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
                               loso=args.loso, label_subjects=args.label_subjects, draws=args.draws, config=config,
                               name=name, data=args.data, progress=None if args.quiet else print,
                               readout=args.readout)
@@ -165,9 +205,10 @@ def cmd_sample(args) -> int:
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     kwargs = dict(steps=args.steps, method=args.method, guidance=args.guidance, generator=generator)
     if args.cond_data:
-        ds = _dataset(args.cond_data)
+        ds = _dataset(args.cond_data, args.unit)
         idx = np.random.default_rng(args.seed).choice(len(ds), size=min(args.n, len(ds)), replace=False)
-        kwargs["x_ref"] = torch.from_numpy(np.ascontiguousarray(ds.x[np.sort(idx)])).to(args.device)
+        x_ref = _at_model_rate(ds.x[np.sort(idx)], _declared_fs(args.cond_data), model.data_spec, args.cond_data)
+        kwargs["x_ref"] = torch.from_numpy(np.ascontiguousarray(x_ref, dtype=np.float32)).to(args.device)
     else:
         kwargs.update(n=args.n, prior=args.prior)
     t0 = time.perf_counter()
@@ -185,7 +226,8 @@ def cmd_shard(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        report = write_shards(expand_paths(args.recordings), args.fs, args.out, args.windows_per_shard)
+        report = write_shards(expand_paths(args.recordings), args.fs, args.out, args.windows_per_shard,
+                              unit=args.unit)
     except (FileExistsError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -193,6 +235,91 @@ def cmd_shard(args) -> int:
         print(f"skipped {path}: shorter than one 10 s window")
     print(f"{report.n_windows} windows in {len(report.shards)} shard(s) -> {args.out} "
           f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _embed_sources(specs, fs: Optional[float], unit: Optional[str], spec):
+    """Yield (name, windows (n, C, L) at the model's rate in g, pid (n,), start_time (n,) or None, y or None) for
+    each ``flowfm embed --data`` spec: 'hapt', a window folder, or a continuous .npy/.csv recording."""
+    import numpy as np
+
+    from flowfm.data.corpus import expand_paths
+    from flowfm.data.recording import RECORDING_SUFFIXES, inspect_recording, recording_unit, recording_windows
+
+    for path in expand_paths(specs):
+        name = str(path)
+        if name == "hapt" or path.is_dir():
+            ds = _dataset(name, unit)
+            x = _at_model_rate(ds.x, fs if fs is not None else _declared_fs(name), spec, name)
+            times = None
+            if path.is_dir() and (path / "time.npy").is_file():
+                times = np.load(path / "time.npy", allow_pickle=False)
+                if times.shape != (len(ds),):
+                    raise ValueError(f"{path / 'time.npy'} has shape {times.shape}; expected ({len(ds)},), one "
+                                     "start time per window")
+            yield name, x, np.asarray(ds.pid), times, ds.y
+        elif path.suffix.lower() in RECORDING_SUFFIXES and path.is_file():
+            if fs is None:
+                raise ValueError(f"{path} is a continuous recording: state its sampling rate with --fs HZ")
+            info = inspect_recording(path)
+            if info.n_channels != len(spec.channels):
+                raise ValueError(f"{path} has {info.n_channels} columns; the model expects {len(spec.channels)} "
+                                 f"channels ({', '.join(spec.channels)}) in g")
+            per_g = recording_unit(path, unit)
+            blocks = list(recording_windows(path, fs, fs_out=spec.sample_rate_hz, window_s=spec.window_seconds,
+                                            hop_s=spec.hop_seconds, info=info))
+            if not blocks:
+                raise ValueError(f"recording {path} lasts {info.n_rows / fs:.1f} s, shorter than one "
+                                 f"{spec.window_seconds:g} s window")
+            x = np.concatenate(blocks) / np.float32(per_g)
+            yield name, x, np.full(len(x), path.stem), np.arange(len(x)) * spec.hop_seconds, None
+        elif not path.exists():
+            raise FileNotFoundError(f"{path} does not exist (expected 'hapt', a folder with X.npy and pid.npy, or a "
+                                    ".npy/.csv recording)")
+        else:
+            raise ValueError(f"{path}: expected a folder with X.npy or a .npy/.csv recording, got a "
+                             f"'{path.suffix}' file")
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from flowfm.checkpoint import CheckpointError, load_model
+    from flowfm.data.atomic import atomic_open
+
+    try:
+        model = load_model(args.checkpoint, map_location=args.device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    spec = model.data_spec
+    t0 = time.perf_counter()
+    z, pid, index, times, labels = [], [], [], [], []
+    for name, x, p, t, y in _embed_sources(args.data, args.fs, args.unit, spec):
+        # the unit was checked (and converted) by the reader: embed takes the windows as g
+        z.append(model.embed(x, batch_size=args.batch_size, unit="g").numpy())
+        pid.append(p)
+        index.append(np.arange(len(x), dtype=np.int64))
+        times.append(t)
+        labels.append(y)
+    out = {"z": np.concatenate(z).astype(np.float32), "window_index": np.concatenate(index)}
+    kinds = {p.dtype.kind for p in pid}
+    out["pid"] = np.concatenate(pid if len(kinds) == 1 and "O" not in kinds else [p.astype(str) for p in pid])
+    if all(t is not None for t in times):
+        try:
+            out["start_time"] = np.concatenate(times)
+        except (TypeError, ValueError):
+            pass
+    if all(y is not None for y in labels) and len({y.dtype.kind for y in labels}) == 1:
+        out["y"] = np.concatenate(labels)
+    out["sample_rate_hz"] = np.float64(spec.sample_rate_hz)
+    out["window_length"] = np.int64(spec.window_length)
+    with atomic_open(args.out, "wb") as f:
+        np.savez(f, **out)
+    keys = ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items() if np.ndim(v))
+    print(f"{len(out['z'])} windows embedded ({model.method}, z of dim {out['z'].shape[1]}) in "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out}: {keys}. z is small in scale: standardise it (e.g. "
+          "sklearn StandardScaler fit on training windows) before a linear classifier")
     return 0
 
 
@@ -405,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording-fs", type=float, default=None,
                    help="sampling rate in Hz of the .npy/.csv recordings in --data (resampled to 30 Hz, 10 s windows "
                         "every 5 s)")
+    _add_unit(p)
     p.add_argument("--exclude-subjects", default=None, metavar="IDS",
                    help="comma list of subject ids whose windows pretraining never sees (e.g. a fold's test "
                         "subjects, for inductive evaluation; needs subject ids: HAPT, shards with pid.npy)")
@@ -462,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="subject-wise evaluation of an encoder: linear probe, MLP head on frozen "
                                         "features, or fine-tuning (SPEC section 5)")
     p.add_argument("--data", default="hapt")
+    _add_unit(p)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="model folder of any method (flowfm, diffusion, ssl-wearables), e.g. "
                                           "RUN/model")
@@ -496,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--cond-data", default=None, help="condition on n random windows of this dataset")
+    _add_unit(p)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--method", default="heun", choices=["euler", "midpoint", "heun", "rk4", "ddpm", "ddim"],
                    help="ODE solver (flowfm) or sampler (diffusion checkpoints: ddpm needs --steps 1000)")
@@ -509,10 +639,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend(p)
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("embed", help="representations z of every window of datasets or recordings -> .npz (z, pid, "
+                                     "window_index, start_time when known, y when labelled)")
+    p.add_argument("--checkpoint", required=True, help="model folder of any method, e.g. RUN/model")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="'hapt', folders in the X.npy/pid.npy layout (an optional time.npy gives start times), or "
+                        "continuous (T, C) .npy/.csv recordings (need --fs; windows at the model's rate, length and "
+                        "hop; start_time in seconds from the recording's start)")
+    p.add_argument("--fs", type=float, default=None,
+                   help="sampling rate of the data in Hz (recordings: required; folders: overrides meta.json); data "
+                        "at another rate than the model's are resampled to it (polyphase)")
+    _add_unit(p)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="the .npz file to write (atomically)")
+    p.set_defaults(func=cmd_embed)
+
     p = sub.add_parser("shard", help="cut continuous recordings into 30 Hz windows written as shard folders "
                                      "(OUT/shard_00000/X.npy ...) for flowfm pretrain --data OUT")
     p.add_argument("recordings", nargs="+", help=".npy or .csv files of shape (T, C) in g (or a quoted glob)")
     p.add_argument("--fs", type=float, required=True, help="sampling rate of the recordings in Hz")
+    _add_unit(p)
     p.add_argument("--out", required=True, help="output folder (must not hold shard_* folders yet)")
     p.add_argument("--windows-per-shard", type=int, default=20_000,
                    help="windows per shard folder (20,000 x 3 x 300 float32 = 72 MB, the memory bound)")

@@ -10,8 +10,12 @@ raw acceleration in g, so SSL-Wearables-style inputs work unchanged; other lengt
 shorter than ``min_length`` is first tiled periodically, consistent with the circular padding).
 :meth:`ResNetEncoder.pooled_stages` reads the global-average-pooled output of every stage instead (an intermediate
 readout for frozen-feature evaluation: (B, 64 + 128 + 256 + 512 + 1024) at width 1, its last block being z).
+:class:`EmbedMixin` gives every model class ``embed(x, batch_size=...)``: eval mode, no gradients,
+batch-independent z, unit check and resampling to the model's rate.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -128,3 +132,75 @@ class ResNetEncoder(nn.Module):
             if isinstance(module, BlurPool1d):
                 pooled.append(h.mean(dim=-1))
         return torch.cat(pooled, dim=1)
+
+
+class EmbedMixin:
+    """:meth:`embed`, the representation users read, shared by every model class (FlowFM, DiffusionFM,
+    SSLWearables): each has ``encode``, ``encoder`` and (from :class:`~flowfm.checkpoint.CheckpointMixin`)
+    ``data_spec``."""
+
+    def embed(self, x, batch_size: int = 256, *, fs: Optional[float] = None, unit: Optional[str] = None,
+              device=None) -> torch.Tensor:
+        """Windows x (N, C, L) in g -> representations z (N, D) float32 on the CPU, batch-independent.
+
+        The model runs in eval mode (BatchNorm reads its running statistics, so a window's z does not depend on
+        the other windows of its batch), without gradients, ``batch_size`` windows at a time; its previous
+        train/eval mode is restored and no parameter or buffer changes. (``encode`` is the training-path call:
+        in train mode its BatchNorm uses batch statistics and updates the stored ones.)
+
+        Args:
+            x: a tensor, numpy array, memmap or corpus (anything with ``len`` and slicing to (b, C, L)).
+            batch_size: windows per forward pass (memory only: the result does not depend on it).
+            fs: sampling rate of x in Hz; when it differs from the model's (``data_spec.sample_rate_hz``, 30 Hz by
+                default) each window is first resampled to it (polyphase, anti-aliased). None: x is at the
+                model's rate.
+            unit: the unit of x. None: x must look like g by magnitude (a sample of windows is checked; values
+                that look like m/s^2 or milli-g raise :class:`~flowfm.data.units.UnitError`); ``"g"``: used as
+                is; ``"m/s2"`` / ``"mg"``: divided by 9.80665 / 1000 first.
+            device: where the encoder runs (default: the model's device).
+
+        Scale: z is small and its dimensions differ in scale (mean |z| of a trained small-preset encoder is
+        about 0.04): **standardise the features** (e.g. sklearn's ``StandardScaler`` fit on the training windows'
+        z) before a linear classifier, a distance or a clustering; on raw z an unscaled logistic regression can
+        score near chance where the standardised one separates the classes (the library's probes all
+        standardise, :mod:`flowfm.evaluation`).
+        """
+        from flowfm.data.units import check_unit, median_magnitude, sample_indices
+        from flowfm.data.window_spec import windows_at_rate
+
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if getattr(x, "ndim", None) != 3:
+            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+            raise ValueError(f"x must be windows of shape (N, C, L), got {shape}")
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        spec = self.data_spec
+
+        def as_numpy(batch) -> np.ndarray:
+            if torch.is_tensor(batch):
+                return batch.detach().to("cpu", torch.float32).numpy()
+            return np.asarray(batch, dtype=np.float32)
+
+        n = len(x)
+        per_g = 1.0
+        if n:
+            probe = as_numpy(x[sample_indices(n)])
+            per_g = check_unit(median_magnitude(probe.transpose(0, 2, 1).reshape(-1, probe.shape[1])),
+                               "x (the windows passed to embed)", unit)
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, n, int(batch_size)):
+                    batch = windows_at_rate(as_numpy(x[start:start + int(batch_size)]),
+                                            fs if fs is not None else spec.sample_rate_hz, spec)
+                    batch = torch.from_numpy(np.array(batch, dtype=np.float32)).to(device)  # a writable copy
+                    if per_g != 1.0:
+                        batch = batch / per_g
+                    out.append(self.encode(batch).float().cpu())
+        finally:
+            self.train(was_training)
+        if not out:
+            return torch.zeros(0, self.encoder.out_dim)
+        return torch.cat(out)

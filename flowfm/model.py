@@ -7,7 +7,8 @@ x0 ~ N(0, I), t ~ p(t), s = sigma_min and z = E(view(x1)) (B, D):
     L   = mean || v(x_t, t, z~) - u ||^2,  z~ = null vector with probability p_uncond, else z
 
 Gradients reach both networks (``stop_grad_encoder`` blocks the encoder's). Sampling integrates dx/dt = v from
-t = 0 to 1 (:func:`flowfm.fast_sample`), with guidance v = v_null + w (v_z - v_null).
+t = 0 to 1 (:func:`flowfm.fast_sample`), with guidance v = v_null + w (v_z - v_null). Representations for users
+come from :meth:`~flowfm.encoder.EmbedMixin.embed` (eval mode, batch-independent).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import flowfm_kernels
 from flowfm import rng
 from flowfm.config import FlowFMConfig
 from flowfm.checkpoint import CheckpointMixin
-from flowfm.encoder import ResNetEncoder, check_window_batch
+from flowfm.encoder import EmbedMixin, ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.paths import sample_t
 from flowfm.profiling import nvtx_range
@@ -28,7 +29,7 @@ from flowfm.velocity import UNet1d
 from flowfm.views import encoder_view
 
 
-class FlowFM(CheckpointMixin, nn.Module):
+class FlowFM(CheckpointMixin, EmbedMixin, nn.Module):
     """Encoder + U-Net velocity network + channel normaliser + learned null vector + representation bank."""
 
     method = "flowfm"
@@ -68,7 +69,9 @@ class FlowFM(CheckpointMixin, nn.Module):
         check_window_batch(x, self.config.in_channels, name)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Windows in g (B, C, L) -> representations z (B, D)."""
+        """Windows in g (B, C, L) -> representations z (B, D), in the module's current mode (the training path:
+        in train mode BatchNorm uses batch statistics and updates its running ones). To read representations,
+        use :meth:`embed` (eval mode, no gradients, batch-independent, standardise z before a linear probe)."""
         self._check_input(x)
         with nvtx_range("flowfm/encode"):
             return self.encoder(x)

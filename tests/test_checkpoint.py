@@ -7,6 +7,7 @@ import torch
 import flowfm
 from flowfm.checkpoint import CheckpointError, read_state, write_state
 from flowfm.config import FlowFMConfig
+from flowfm.data.window_spec import WindowSpec
 
 
 def _trained_like_model():
@@ -29,8 +30,9 @@ def test_round_trip_is_bit_identical(tmp_path):
     assert m2.checkpoint_metadata == {"note": "test"}
     for (k, a), (k2, b) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
+    assert m.training and not m2.training  # a loaded model is in eval mode
     x = torch.randn(2, 3, 48)
-    m.eval(), m2.eval()
+    m.eval()
     assert torch.equal(m.encode(x), m2.encode(x))
     a = flowfm.fast_sample(m, x_ref=x, steps=2, generator=torch.Generator().manual_seed(0))
     b = flowfm.fast_sample(m2, x_ref=x, steps=2, generator=torch.Generator().manual_seed(0))
@@ -86,3 +88,27 @@ def test_nested_state_round_trip(tmp_path):
     assert back["b"][4][0] == 3 and torch.equal(back["b"][4][1], torch.ones(2)) and back[3] == {"c": True}
     with pytest.raises(TypeError, match="cannot store"):
         write_state(tmp_path, "t", {"f": object()})
+
+
+def test_window_spec_round_trip_and_legacy_default(tmp_path):
+    m = _trained_like_model()
+    assert m.data_spec == WindowSpec(30.0, 48, 24, "g", ("x", "y", "z"))  # the convention for the config
+    m.data_spec = WindowSpec(50.0, 48, 12, "g", ("y", "x", "z"))
+    m.save(tmp_path / "c")
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert doc["data"] == {"sample_rate_hz": 50.0, "window_length": 48, "hop": 12, "unit": "g",
+                           "channels": ["y", "x", "z"]}
+    assert flowfm.FlowFM.load(tmp_path / "c").data_spec == m.data_spec
+
+    del doc["data"]  # a checkpoint written before the spec existed reads as the convention
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    assert flowfm.FlowFM.load(tmp_path / "c").data_spec == WindowSpec(30.0, 48, 24, "g", ("x", "y", "z"))
+    doc["data"] = {"sample_rate_hz": 100.0}  # partial: the rest from the convention
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    assert flowfm.FlowFM.load(tmp_path / "c").data_spec == WindowSpec(100.0, 48, 24, "g", ("x", "y", "z"))
+    doc["data"] = {"sample_rate_hz": -1}
+    (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="'data' entry of config.json is invalid: sample_rate_hz must be"):
+        flowfm.FlowFM.load(tmp_path / "c")
+    with pytest.raises(ValueError, match="names 2 channels"):
+        m.data_spec = WindowSpec(30.0, 48, 24, "g", ("x", "y"))

@@ -34,7 +34,11 @@ def test_pretrain_evaluate_sample_on_a_folder(folder, tmp_path, capsys):
     assert main(["pretrain", "--data", str(folder), "--out", str(run), "--preset", "tiny", "--epochs", "2",
                  "--batch-size", "32", "--no-progress"]) == 0
     assert (run / "model" / "model.safetensors").is_file()
+    doc = json.loads((run / "model" / "config.json").read_text())
+    assert doc["data"] == {"sample_rate_hz": 30.0, "window_length": 64, "hop": 32, "unit": "g",
+                           "channels": ["x", "y", "z"]}  # what the windows were
     assert main(["pretrain", "--data", str(folder), "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "model" / "config.json").read_text())["data"] == doc["data"]
 
     report = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(folder), "--checkpoint", str(run / "model"), "--folds", "3",
@@ -56,6 +60,53 @@ def test_pretrain_evaluate_sample_on_a_folder(folder, tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(run / "model"), "--cond-data", str(folder), "--n", "2",
                  "--steps", "2", "--method", "euler", "--guidance", "2", "--out", str(samples)]) == 0
     assert np.isfinite(np.load(samples)).all()
+
+
+def test_every_entry_point_refuses_m_s2_and_converts_with_unit(folder, tmp_path, capsys):
+    from flowfm.data import load_folder
+
+    ds = load_folder(folder)
+    in_ms2 = tmp_path / "ms2"
+    save_folder(WindowDataset(x=np.asarray(ds.x) * np.float32(9.80665), pid=ds.pid, y=ds.y), in_ms2)
+    rec = tmp_path / "rec.npy"
+    t = np.arange(3000) / 100.0
+    np.save(rec, (np.sin(t)[:, None] * 0.2 + np.array([0.0, 0.0, 1.0])) * 9.80665)  # 30 s at 100 Hz in m/s^2
+    model = tmp_path / "m"
+    from flowfm.baselines import build_model
+
+    build_model("flowfm", {"preset": "tiny", "window": 64}).save(model)
+    commands = {
+        "pretrain": ["pretrain", "--data", str(in_ms2), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                     "--epochs", "1", "--batch-size", "64", "--warmup-steps", "1", "--null-fit-steps", "0",
+                     "--z-bank-size", "0", "--no-progress"],
+        "pretrain-recording": ["pretrain", "--data", str(rec), "--recording-fs", "100", "--out",
+                               str(tmp_path / "run2"), "--preset", "tiny", "--epochs", "1", "--batch-size", "4",
+                               "--warmup-steps", "1", "--null-fit-steps", "0", "--z-bank-size", "0",
+                               "--no-progress"],
+        "shard": ["shard", str(rec), "--fs", "100", "--out", str(tmp_path / "shards")],
+        "evaluate": ["evaluate", "--data", str(in_ms2), "--encoder", "random", "--preset", "tiny", "--folds", "2"],
+        "sample": ["sample", "--checkpoint", str(model), "--cond-data", str(in_ms2), "--n", "2", "--steps", "1",
+                   "--out", str(tmp_path / "s.npy")],
+        "embed": ["embed", "--checkpoint", str(model), "--data", str(in_ms2), "--out", str(tmp_path / "e.npz")],
+    }
+    for name, argv in commands.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        where = "rec.npy" if "recording" in name or name == "shard" else "ms2/X.npy"
+        assert f"{where}: acceleration looks like m/s^2" in err and "Pass --unit m/s2 to convert" in err, (name, err)
+    assert not (tmp_path / "shards").exists() or not list((tmp_path / "shards").glob("shard_*"))
+    for name, argv in commands.items():
+        assert main(argv + ["--unit", "m/s2"]) == 0, name
+        capsys.readouterr()
+    assert np.load(tmp_path / "s.npy").shape == (2, 64, 3)
+    with np.load(tmp_path / "e.npz") as f:
+        from flowfm.checkpoint import load_model
+
+        np.testing.assert_allclose(f["z"], load_model(model).embed(ds.x).numpy(), rtol=1e-4, atol=1e-6)
+    # the normaliser saw g, not m/s^2: its mean is the data's mean in g
+    np.testing.assert_allclose(load_model(tmp_path / "run" / "model").normalizer.mean.numpy(),
+                               np.asarray(ds.x).mean(axis=(0, 2)), atol=1e-3)
+    assert len(list((tmp_path / "shards").glob("shard_*"))) == 1
 
 
 def test_clear_errors(tmp_path, capsys):

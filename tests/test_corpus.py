@@ -13,6 +13,7 @@ from flowfm.cli import main
 from flowfm.data import WindowDataset, load_folder, make_windows, resample_to, save_folder
 from flowfm.data.corpus import WindowCorpus, open_corpus
 from flowfm.data.recording import recording_windows, resample_recording
+from flowfm.data.shards import write_shards
 from flowfm.normalizer import ChannelNormalizer
 
 
@@ -110,7 +111,7 @@ def test_clear_errors(tmp_path):
     x[3, 10, 1] = np.nan
     np.save(bad / "X.npy", x)
     (bad / "pid.npy").unlink()
-    corpus = open_corpus([str(bad)])  # opening reads headers only; the NaN is reported by the batch that reads it
+    corpus = open_corpus([str(bad)])  # opening reports no NaN; the batch that reads it does
     assert corpus[np.array([0, 1])].shape == (2, 3, 64)
     with pytest.raises(ValueError, match=r"shard_00000/X.npy window 3 holds NaN"):
         corpus[np.array([1, 3])]
@@ -319,3 +320,26 @@ def test_pretrain_excludes_subjects_and_records_it(tmp_path):
     assert record["windows"] == 8 and record["exclude_subjects"] == "0,2"
     assert main(["pretrain", "--data", str(tmp_path / "c"), "--exclude-subjects", "7", "--preset", "tiny",
                  "--epochs", "1", "--out", str(tmp_path / "bad"), "--no-progress"]) != 0
+
+
+@pytest.mark.parametrize("unit, per_g", [("m/s2", 9.80665), ("mg", 1000.0)])
+def test_corpus_and_shards_refuse_other_units_and_convert_on_request(tmp_path, unit, per_g):
+    rec = _recording(40, 50.0, seed=9)
+    np.save(tmp_path / "rec.npy", rec * per_g)
+    shard = tmp_path / "shards" / "shard_00000"
+    x_g = (np.random.default_rng(1).standard_normal((6, 3, 300)) * 0.2 + np.array([0, 0, 1.0])[:, None])
+    save_folder(WindowDataset(x=(x_g * per_g).astype(np.float32), pid=np.zeros(6, int)), shard)
+    for spec, name in ((str(tmp_path / "rec.npy"), "rec.npy"), (str(tmp_path / "shards"), "shard_00000/X.npy")):
+        with pytest.raises(ValueError, match=rf"{name}: acceleration looks like .*Pass --unit {unit} to convert"):
+            open_corpus([spec], recording_fs=50.0)
+    corpus = open_corpus([str(tmp_path / "shards"), str(tmp_path / "rec.npy")], recording_fs=50.0, unit=unit)
+    expected_rec, _ = make_windows(resample_to(rec, 50.0, 30.0), 30.0)
+    np.testing.assert_allclose(corpus[np.arange(6)], x_g, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(corpus[np.arange(6, len(corpus))], expected_rec, rtol=1e-5, atol=1e-6)
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"rec.npy: acceleration looks like .*--unit {unit}"):
+        write_shards([tmp_path / "rec.npy"], 50.0, out)
+    assert not list(out.glob("shard_*"))  # refused before anything was written
+    write_shards([tmp_path / "rec.npy"], 50.0, out, unit=unit)
+    np.testing.assert_allclose(load_folder(out / "shard_00000").x, expected_rec, rtol=1e-5, atol=1e-6)

@@ -278,3 +278,34 @@ def test_atomic_file_writes(tmp_path):
     with pytest.raises(FileExistsError, match="not a directory"):
         with atomic_dir(p2):
             pass
+
+
+# ------------------------------------------------------------------------------------------------------ units
+def _gravity_windows(n=10, length=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = 0.3 * rng.standard_normal((n, 3, length)) + np.array([0.0, 0.0, 1.0])[:, None]
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("unit, per_g, looks", [("m/s2", 9.80665, r"m/s\^2"), ("mg", 1000.0, "milli-g")])
+def test_load_folder_refuses_other_units_and_converts_on_request(tmp_path, unit, per_g, looks):
+    x = _gravity_windows()
+    save_folder(WindowDataset(x=x * np.float32(per_g), pid=np.arange(10) % 3, fs=30.0), tmp_path / "d")
+    with pytest.raises(ValueError, match=rf"d/X.npy: acceleration looks like {looks} \(median \|a\| = [0-9.]+; "
+                                         rf"expected ~1 g\)\. Pass --unit {unit} to convert, or --unit g"):
+        load_folder(tmp_path / "d")
+    ds = load_folder(tmp_path / "d", unit=unit)
+    raw = np.load(tmp_path / "d" / "X.npy").astype(np.float64).transpose(0, 2, 1)
+    np.testing.assert_allclose(ds.x, raw / per_g, rtol=1e-6)
+    assert ds.x.dtype == np.float32
+    forced = load_folder(tmp_path / "d", unit="g")  # --unit g: as is
+    np.testing.assert_array_equal(forced.x, raw.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown unit 'furlongs'"):
+        load_folder(tmp_path / "d", unit="furlongs")
+
+
+def test_load_folder_in_g_passes_and_a_wrong_flag_is_caught(tmp_path):
+    save_folder(WindowDataset(x=_gravity_windows(), pid=np.arange(10) % 3, fs=30.0), tmp_path / "g")
+    assert isinstance(load_folder(tmp_path / "g").x, np.memmap)  # unchanged, still memory-mapped
+    with pytest.raises(ValueError, match=r"looks like g .*--unit g"):
+        load_folder(tmp_path / "g", unit="mg")

@@ -20,7 +20,7 @@ from torch import nn
 
 from flowfm.config import PRESETS, ConfigDictMixin
 from flowfm.checkpoint import CheckpointMixin
-from flowfm.encoder import ResNetEncoder, check_window_batch
+from flowfm.encoder import EmbedMixin, ResNetEncoder, check_window_batch
 from flowfm.normalizer import ChannelNormalizer
 from flowfm.profiling import nvtx_range
 from flowfm.baselines.pretext import AUGMENT_SCOPES, TASKS, pretext_batch
@@ -90,8 +90,8 @@ def _head(z_dim: int, kind: str, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
 
 
-class SSLWearables(CheckpointMixin, nn.Module):
-    """Encoder + one binary head per pretext task; ``encode``, ``loss``, ``save``/``load`` like FlowFM."""
+class SSLWearables(CheckpointMixin, EmbedMixin, nn.Module):
+    """Encoder + one binary head per pretext task; ``encode``, ``embed``, ``loss``, ``save``/``load`` like FlowFM."""
 
     method = "ssl-wearables"
     config_type = SSLWearablesConfig

@@ -11,6 +11,8 @@ Modules:
     recording          continuous (T, C) .npy/.csv recordings streamed: read, resample, window in blocks
     corpus             WindowCorpus: many shard folders / arrays / recordings as one lazily read (N, C, L) corpus
     shards             write_shards: recordings -> shard folders (flowfm shard), one shard in memory at a time
+    units              acceleration units: check by magnitude (refuses m/s^2 / milli-g unless declared), to_g
+    window_spec        WindowSpec (rate, length, hop, unit, channels; stored in checkpoints), windows_at_rate
 """
 from .atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_text
 from .corpus import WindowCorpus, open_corpus
@@ -19,6 +21,8 @@ from .hapt import load_hapt
 from .recording import recording_windows, resample_recording
 from .resample import make_windows, resample_labels, resample_to
 from .shards import write_shards
+from .units import UnitError
+from .window_spec import WindowSpec
 from .windows import UNLABELLED, WindowDataset, validate_windows
 
 __all__ = [
@@ -28,4 +32,5 @@ __all__ = [
     "load_hapt",
     "atomic_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text",
     "recording_windows", "resample_recording", "WindowCorpus", "open_corpus", "write_shards",
+    "UnitError", "WindowSpec",
 ]

@@ -10,12 +10,13 @@ A :class:`WindowCorpus` presents N windows ``(N, C, L)`` float32 in g from a lis
 ``corpus[idx]`` with an int array returns ``(len(idx), C, L)`` float32, channels-first: global index ``i`` lives in
 source ``s`` with ``offsets[s] <= i < offsets[s + 1]`` (``offsets`` the cumulative source lengths).
 
-Bounded memory: a shard is mapped, not read, so opening costs only its header. Reading a batch faults in just the
-pages of its windows (each fault maps the page-cache folio around it, up to 2 MiB), and every 16 windows those pages
-are dropped from this process's mapping again (``madvise(MADV_DONTNEED)``: for a read-only file mapping that unmaps
-the pages, which stay in the kernel's page cache). The resident set thus stays at one batch plus at most 16 folios
-(<= 32 MiB) however many windows an epoch reads, instead of growing to the corpus size.
-NaN/inf windows are reported when a batch reads them (a check over the batch only; opening scans nothing).
+Bounded memory: a shard is mapped, not read, so opening costs its header (and the unit check's sample, below).
+Reading a batch faults in just the pages of its windows (each fault maps the page-cache folio around it, up to 2
+MiB), and every 16 windows those pages are dropped from this process's mapping again (``madvise(MADV_DONTNEED)``:
+for a read-only file mapping that unmaps the pages, which stay in the kernel's page cache). The resident set thus
+stays at one batch plus at most 16 folios (<= 32 MiB) however many windows an epoch reads, instead of growing to the
+corpus size. NaN/inf windows are reported when a batch reads them (a check over the batch only). Opening reads the
+headers and, for the unit check (:func:`check_source_unit`), at most 64 evenly spaced windows of each source.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ import numpy as np
 from .folder import read_meta, resolve_layout
 from .recording import RECORDING_SUFFIXES, inspect_recording, read_npy_header, resample_recording
 from .resample import window_params
+from .units import canonical_unit, check_windows_unit
 from .windows import MIN_WINDOW_LENGTH
 
 __all__ = ["WindowCorpus", "CorpusView", "ShardSource", "ArraySource", "RecordingSource", "open_corpus",
-           "expand_paths", "NORMALIZER_WINDOWS"]
+           "expand_paths", "NORMALIZER_WINDOWS", "check_source_unit"]
 
 #: Windows :meth:`WindowCorpus.subsample` keeps for fitting the normaliser (3 x 32768 x 300 samples: the mean's
 #: sampling error is far below the 1e-3 g the data is measured to).
@@ -51,6 +53,8 @@ class ShardSource:
 
     Attributes: ``name`` (the folder, for errors), ``n``, ``n_channels`` C, ``window_length`` L, ``fs`` (Hz, from
     ``meta.json``, default 30)."""
+
+    per_g = 1.0  # units per g of the stored values (set by check_source_unit; reads are divided by it)
 
     def __init__(self, folder: Any):
         folder = Path(folder)
@@ -92,8 +96,9 @@ class ShardSource:
             return None
         return np.load(self._pid_path, allow_pickle=False)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
-        """Write windows ``idx`` (sorted local int array) into ``out``, ``(len(idx), C, L)`` float32."""
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
+        """Write windows ``idx`` (sorted local int array) into ``out``, ``(len(idx), C, L)`` float32; ValueError
+        naming the first NaN/inf window unless ``check_finite`` is False."""
         shape, dtype, offset, order = self._layout
         step = idx.size if _MADV_DONTNEED is None else _RELEASE_ROWS
         with open(self._x_path, "rb") as f:
@@ -108,14 +113,16 @@ class ShardSource:
             del x  # the buffer export must end before the mapping can close
         finally:
             mapping.close()
-        finite = np.isfinite(out)
-        if not finite.all():
+        finite = np.isfinite(out) if check_finite else True
+        if not np.all(finite):
             bad = int(np.argwhere(~finite)[0, 0])
             raise ValueError(f"{self.name}/X.npy window {int(idx[bad])} holds NaN/inf values; fix or drop it")
 
 
 class ArraySource:
     """Windows already in an ``(n, C, L)`` array (in memory or a memmap), e.g. a :class:`WindowDataset`'s ``x``."""
+
+    per_g = 1.0  # units per g of the stored values (set by check_source_unit; reads are divided by it)
 
     def __init__(self, x: np.ndarray, name: str, fs: float = 30.0, pid: Optional[np.ndarray] = None):
         if x.ndim != 3:
@@ -132,7 +139,7 @@ class ArraySource:
         """(n,) subject ids, None when none were given."""
         return None if self._pid is None else np.asarray(self._pid)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
         out[...] = self._x[idx]
 
 
@@ -140,6 +147,8 @@ class RecordingSource:
     """A continuous recording at ``fs`` Hz, resampled to ``fs_out`` and cut on demand into windows of
     ``window_s`` s every ``hop_s`` s: window ``k`` is the signal's rows ``[k * hop, k * hop + L)``, transposed,
     exactly the ``k``-th window of ``make_windows(resample_to(signal, fs, fs_out), fs_out)``."""
+
+    per_g = 1.0  # units per g of the stored values (set by check_source_unit; reads are divided by it)
 
     def __init__(self, path: Any, fs: float, fs_out: float = 30.0, window_s: float = 10.0, hop_s: float = 5.0):
         self.name, self.fs = str(path), float(fs_out)
@@ -160,7 +169,7 @@ class RecordingSource:
         """(n,) subject ids: a continuous recording is one subject, named by its path."""
         return np.full(len(self), self.name, dtype=object)
 
-    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
+    def read(self, idx: np.ndarray, out: np.ndarray, check_finite: bool = True) -> None:
         rows = idx[:, None] * self._hop + np.arange(self.window_length)  # (B, L) sample indices
         out[...] = self._signal[rows].transpose(0, 2, 1)
 
@@ -260,7 +269,10 @@ class WindowCorpus(_Indexable):
         # idx is sorted: source s serves the contiguous run idx[cut[s]:cut[s + 1]]
         cut = np.searchsorted(idx, self.offsets)
         for s in np.flatnonzero(cut[1:] > cut[:-1]):
-            self.sources[s].read(idx[cut[s]:cut[s + 1]] - self.offsets[s], out[cut[s]:cut[s + 1]])
+            part = out[cut[s]:cut[s + 1]]
+            self.sources[s].read(idx[cut[s]:cut[s + 1]] - self.offsets[s], part)
+            if self.sources[s].per_g != 1.0:
+                part /= np.float32(self.sources[s].per_g)
         return out
 
     def subject_ids(self) -> np.ndarray:
@@ -339,7 +351,32 @@ def _folder_sources(folder: Path) -> list[ShardSource]:
     return [ShardSource(p) for p in shards]
 
 
-def open_corpus(specs: Iterable[str], recording_fs: Optional[float] = None) -> WindowCorpus:
+def check_source_unit(source: Source, unit: Optional[str] = None) -> Source:
+    """Set ``source.per_g`` (the corpus divides the source's windows by it) after checking the source's magnitude
+    against ``unit`` on :data:`~flowfm.data.units.CHECK_WINDOWS` evenly spaced windows
+    (:func:`~flowfm.data.units.check_windows_unit`: None expects g, ``"g"`` forces, ``"m/s2"`` / ``"mg"``
+    convert). UnitError names the source."""
+    source.per_g = check_windows_unit(_SourceWindows(source), str(getattr(source, "_x_path", source.name)), unit)
+    return source
+
+
+class _SourceWindows:
+    """A source's raw windows as an array-like (``len``, int-array indexing), for the unit check."""
+
+    def __init__(self, source: Source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), self.source.n_channels, self.source.window_length), dtype=np.float32)
+        self.source.read(np.asarray(idx, dtype=np.int64), out, check_finite=False)  # NaN rows: skipped by the check
+        return out
+
+
+def open_corpus(specs: Iterable[str], recording_fs: Optional[float] = None,
+                unit: Optional[str] = None) -> WindowCorpus:
     """The corpus named by ``flowfm pretrain --data`` arguments, in order.
 
     Each spec is ``"hapt"`` (UCI HAPT, in memory), a shard folder (``X.npy`` [+ ``pid.npy``, ``meta.json``]), a
@@ -347,10 +384,17 @@ def open_corpus(specs: Iterable[str], recording_fs: Optional[float] = None) -> W
     recording (``.npy`` / ``.csv``, ``(T, C)`` in g at ``recording_fs`` Hz, resampled to 30 Hz, 10 s windows every
     5 s).
 
+    ``unit`` (``--unit``) is the unit of every source but HAPT (which is in g): None, each source must look like g
+    by magnitude; ``"g"``, used as is; ``"m/s2"`` / ``"mg"``, converted to g when read
+    (:func:`check_source_unit`, a bounded read of each source).
+
     Raises:
         FileNotFoundError: a missing path, a pattern with no match, a folder without windows.
-        ValueError: a recording without ``recording_fs``, an unknown file type, sources that disagree on C / L / fs.
+        ValueError: a recording without ``recording_fs``, an unknown file type, sources that disagree on C / L / fs;
+            :class:`~flowfm.data.units.UnitError` for a source whose magnitude contradicts ``unit`` (names it and
+            the ``--unit`` flag).
     """
+    unit = canonical_unit(unit)
     sources: list[Source] = []
     for spec in specs:
         if str(spec) == "hapt":
@@ -361,12 +405,12 @@ def open_corpus(specs: Iterable[str], recording_fs: Optional[float] = None) -> W
             continue
         for path in expand_paths([spec]):
             if path.is_dir():
-                sources.extend(_folder_sources(path))
+                sources.extend(check_source_unit(src, unit) for src in _folder_sources(path))
             elif path.suffix.lower() in RECORDING_SUFFIXES and path.is_file():
                 if recording_fs is None:
                     raise ValueError(f"{path} is a continuous recording: state its sampling rate with "
                                      "--recording-fs HZ (e.g. --recording-fs 100)")
-                sources.append(RecordingSource(path, recording_fs))
+                sources.append(check_source_unit(RecordingSource(path, recording_fs), unit))
             elif not path.exists():
                 raise FileNotFoundError(f"{path} does not exist (expected 'hapt', a folder with X.npy, a folder of "
                                         "shard folders, or a .npy/.csv recording)")

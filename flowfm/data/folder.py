@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import atomic_dir
+from .units import UNITS, canonical_unit, check_windows_unit
 from .windows import WindowDataset, validate_windows
 
 __all__ = ["load_folder", "save_folder", "check_subjectwise", "resolve_layout", "MAX_AUTO_CHANNELS"]
@@ -94,7 +95,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def load_folder(path: Any, layout: str = "auto", mmap: bool = True, require_labels: bool = False, *,
-                allow_pickle: bool = False) -> WindowDataset:
+                allow_pickle: bool = False, unit: Optional[str] = None) -> WindowDataset:
     """Load a dataset folder (``X.npy``, optional ``Y.npy``, ``pid.npy``, optional ``meta.json``).
 
     Args:
@@ -106,6 +107,10 @@ def load_folder(path: Any, layout: str = "auto", mmap: bool = True, require_labe
             float dtypes are converted to float32 in memory.
         require_labels: raise if ``Y.npy`` is missing.
         allow_pickle: allow object-dtype (pickled) ``Y.npy`` / ``pid.npy``. Off by default: pickles run code.
+        unit: the unit of ``X.npy``. None (default): it must look like g by magnitude
+            (:func:`~flowfm.data.units.check_windows_unit`, a bounded sample of windows); ``"g"``: used as is,
+            unchecked; ``"m/s2"`` / ``"mg"``: checked to look like that, then divided by 9.80665 / 1000 (the
+            result is float32 in memory, no longer a memmap).
 
     Returns:
         :class:`WindowDataset` with ``x (N, C, L)`` float32, ``pid (N,)``, ``y (N,)`` or None,
@@ -114,7 +119,8 @@ def load_folder(path: Any, layout: str = "auto", mmap: bool = True, require_labe
     Raises:
         FileNotFoundError: missing folder, ``X.npy``, ``pid.npy`` (or ``Y.npy`` with ``require_labels``).
         ValueError: wrong rank, ambiguous layout, NaN/inf (found chunk-wise, with count and position),
-            L < 16, Y/pid length mismatch, unreadable files.
+            L < 16, Y/pid length mismatch, unreadable files; :class:`~flowfm.data.units.UnitError` (a ValueError)
+            for values that look like m/s^2 or milli-g when ``unit`` says otherwise (names the file and the flag).
     """
     folder = Path(path)
     if not folder.exists():
@@ -147,6 +153,10 @@ def load_folder(path: Any, layout: str = "auto", mmap: bool = True, require_labe
     lay = resolve_layout(raw.shape, layout, str(x_path))
     x = raw.transpose(0, 2, 1) if lay == "channels_last" else raw
     x = validate_windows(x, name=f"{x_path} (as N, C, L)")
+    unit = canonical_unit(unit)
+    per_g = check_windows_unit(x, str(x_path), unit)
+    if per_g != UNITS["g"]:
+        x = np.divide(x, np.float32(per_g), dtype=np.float32)
     n = x.shape[0]
 
     pid = _as_1d(_load_npy(pid_path, "subject ids", allow_pickle=allow_pickle), n, "pid.npy", "subject id")

@@ -19,14 +19,15 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from .resample import make_windows, rate_ratio, window_params
+from .units import CHECK_ROWS, canonical_unit, check_unit, median_magnitude, sample_indices
 
 __all__ = ["RECORDING_SUFFIXES", "RecordingInfo", "inspect_recording", "iter_recording", "resample_stream",
-           "window_stream", "recording_windows", "resample_recording", "read_npy_header"]
+           "window_stream", "recording_windows", "resample_recording", "read_npy_header", "recording_unit"]
 
 RECORDING_SUFFIXES = (".npy", ".csv")
 #: Rows read (and resampled) per block: 2**18 rows of 3 float64 channels is 6 MiB.
@@ -183,6 +184,24 @@ def inspect_recording(path: Any, block_rows: int = BLOCK_ROWS) -> RecordingInfo:
     if t == 0 or c == 0:
         raise ValueError(f"{path} holds no samples (T = {t}, C = {c}); expected (T, C) with T, C >= 1")
     return RecordingInfo(path=path, n_rows=t, n_channels=c, first=first, last=last)
+
+
+def recording_unit(path: Any, unit: Optional[str] = None, max_rows: int = CHECK_ROWS) -> float:
+    """Units per g of a recording (divide its samples by it), after :func:`~flowfm.data.units.check_unit` on a
+    bounded read: ``max_rows`` evenly spaced rows of a ``.npy`` (memory-mapped), the first ``max_rows`` rows of a
+    ``.csv``. Raises :class:`~flowfm.data.units.UnitError` naming the file when the magnitude contradicts ``unit``
+    (None: g expected; ``"g"`` forces acceptance)."""
+    path = Path(path)
+    if canonical_unit(unit) == "g":
+        return 1.0
+    if _suffix(path) == ".npy":
+        (t, _), _, _, _ = _npy_shape(path)
+        arr = np.load(path, mmap_mode="r")
+        rows = np.array(arr[sample_indices(t, max_rows)], dtype=np.float64)
+        del arr
+    else:
+        rows = next(iter(iter_recording(path, max_rows)), np.zeros((0, 1)))
+    return check_unit(median_magnitude(rows), str(path), unit)
 
 
 def _line_rows(info: RecordingInfo, index: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from .folder import save_folder
-from .recording import RECORDING_SUFFIXES, inspect_recording, recording_windows
+from .recording import RECORDING_SUFFIXES, inspect_recording, recording_unit, recording_windows
+from .units import canonical_unit
 from .windows import WindowDataset
 
 __all__ = ["write_shards", "ShardReport", "WINDOWS_PER_SHARD"]
@@ -69,9 +70,14 @@ class _ShardBuffer:
 
 
 def write_shards(recordings: Iterable[Any], fs: float, out: Any, windows_per_shard: int = WINDOWS_PER_SHARD, *,
-                 window_s: float = 10.0, hop_s: float = 5.0, block_rows: Optional[int] = None) -> ShardReport:
+                 window_s: float = 10.0, hop_s: float = 5.0, block_rows: Optional[int] = None,
+                 unit: Optional[str] = None) -> ShardReport:
     """Cut continuous ``(T, C)`` recordings in g at ``fs`` Hz (``.npy`` / ``.csv``) into 30 Hz windows of
     ``window_s`` s every ``hop_s`` s and write them as shard folders under ``out``.
+
+    ``unit``: the recordings' unit. None: each must look like g by magnitude; ``"g"``: used as is; ``"m/s2"`` /
+    ``"mg"``: checked to look like that, then divided by 9.80665 / 1000 (:func:`~flowfm.data.recording.recording_unit`,
+    before anything is written).
 
     A recording shorter than one window is skipped (listed in the report). The windows equal
     ``make_windows(resample_to(signal, fs, 30), 30)`` of each recording.
@@ -79,7 +85,8 @@ def write_shards(recordings: Iterable[Any], fs: float, out: Any, windows_per_sha
     Raises:
         FileExistsError: ``out`` already holds ``shard_*`` entries (a second run would mix two corpora).
         FileNotFoundError / ValueError: a missing or unreadable recording (named), NaN/inf samples (row named),
-            recordings with different channel counts.
+            recordings with different channel counts; :class:`~flowfm.data.units.UnitError` for a recording whose
+            magnitude contradicts ``unit`` (names the file and the ``--unit`` flag).
     """
     out = Path(out)
     if windows_per_shard < 1:
@@ -94,6 +101,8 @@ def write_shards(recordings: Iterable[Any], fs: float, out: Any, windows_per_sha
             raise ValueError(f"{r}: a recording must be a .npy or .csv file of shape (T, C) in g")
     if out.exists() and any(out.glob("shard_*")):
         raise FileExistsError(f"{out} already holds shard folders; write to an empty or new folder")
+    unit = canonical_unit(unit)
+    per_g = {r: recording_unit(r, unit) for r in recordings}  # every file checked before any shard is written
     out.mkdir(parents=True, exist_ok=True)
     report = ShardReport()
     buffer = _ShardBuffer(out, windows_per_shard, report)
@@ -108,7 +117,7 @@ def write_shards(recordings: Iterable[Any], fs: float, out: Any, windows_per_sha
                              "corpus must agree")
         n_before = report.n_windows + buffer.count
         for windows in recording_windows(r, fs, window_s=window_s, hop_s=hop_s, info=info, **kwargs):
-            buffer.add(windows, r.stem)
+            buffer.add(windows if per_g[r] == 1.0 else windows / np.float32(per_g[r]), r.stem)
         if report.n_windows + buffer.count == n_before:
             report.skipped.append(r)
     buffer.flush()

@@ -5,8 +5,8 @@ acceleration **in g** at a nominal rate ``fs`` with ``(T,)`` per-sample int labe
 converter's label names, ``-1`` = no usable label: transient, null class, unannotated). This module does the
 rest, identically for all datasets:
 
-1. units: :func:`to_g` converts from the file's unit and checks the resting magnitude (median ``|a|`` about 1 g),
-   so a file in the wrong unit fails with a message naming the file instead of producing garbage;
+1. units: :func:`~flowfm.data.units.to_g` converts from the file's unit and checks the resting magnitude (median
+   ``|a|`` about 1 g), so a file in the wrong unit fails with a message naming the file instead of producing garbage;
 2. gaps: :func:`split_at_time_gaps` cuts a recording where its timestamps jump (> 1 s), and
    :func:`finite_segments` linearly interpolates NaN runs of at most 1 s (dropped packets) and cuts at longer ones;
 3. resampling to 30 Hz with the polyphase :func:`~flowfm.data.resample.resample_to` (labels by nearest sample,
@@ -32,19 +32,12 @@ import numpy as np
 
 from ..folder import save_folder
 from ..resample import make_windows, resample_labels, resample_to, window_params
+from ..units import STANDARD_GRAVITY, UNIT_PER_G, to_g  # noqa: F401  (re-exported)
 from ..windows import UNLABELLED, WindowDataset
 
 __all__ = ["Recording", "Source", "ConversionSummary", "STANDARD_GRAVITY", "UNIT_PER_G", "to_g",
            "split_at_time_gaps", "finite_segments", "labelled_windows", "write_dataset", "raw_files",
            "check_columns", "check_out_dir", "read_numeric_table"]
-
-#: m/s^2 per g.
-STANDARD_GRAVITY = 9.80665
-#: How many of each supported unit make one g.
-UNIT_PER_G: dict[str, float] = {"g": 1.0, "m/s^2": STANDARD_GRAVITY, "milli-g": 1000.0}
-#: Accepted median |a| in g (a recording of any activity has a median magnitude near 1 g; the units differ
-#: by factors of 9.8 and 1000, far outside this range).
-MAGNITUDE_RANGE_G = (0.3, 3.0)
 
 
 @dataclass
@@ -123,34 +116,6 @@ def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> Path:
         raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to "
                               "replace it")
     return out
-
-
-def to_g(values: Any, unit: str, source: str) -> np.ndarray:
-    """Convert ``(T, 3)`` acceleration from ``unit`` (``"g"``, ``"m/s^2"``, ``"milli-g"``) to g, after checking
-    that the median magnitude of the finite rows is plausible (:data:`MAGNITUDE_RANGE_G`, about 1 g).
-
-    Raises:
-        ValueError: no finite sample, or a magnitude that says the unit is wrong (names ``source``, the median
-            found, and the unit the data look like).
-    """
-    if unit not in UNIT_PER_G:
-        raise ValueError(f"unknown unit {unit!r}; expected one of {sorted(UNIT_PER_G)}")
-    raw = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(raw).all(axis=1)
-    if not finite.any():
-        raise ValueError(f"{source}: no finite accelerometer sample (all {len(raw)} rows are NaN/inf)")
-    median_raw = float(np.median(np.linalg.norm(raw[finite], axis=1)))
-    per_g = UNIT_PER_G[unit]
-    lo, hi = MAGNITUDE_RANGE_G
-    if not lo <= median_raw / per_g <= hi:
-        looks = min(UNIT_PER_G, key=lambda u: abs(np.log(max(median_raw, 1e-12) / UNIT_PER_G[u])))
-        hint = (f"the values look like {looks}, not {unit}" if looks != unit
-                else "the values are implausible (a constant, zero or wrong column?)")
-        raise ValueError(
-            f"{source}: accelerometer magnitude has median {median_raw:.4g} {unit} = {median_raw / per_g:.3g} g, "
-            f"but a body-worn recording has a median near 1 g ({per_g:g} {unit}); {hint}. Check the file, the "
-            f"columns and the unit.")
-    return raw / per_g
 
 
 def label_codes(raw: np.ndarray, mapping: dict) -> np.ndarray:
