@@ -3,7 +3,7 @@
     cfg = flowfm.FlowFMConfig(preset="small")
     model = flowfm.FlowFM(cfg)
     loss = model.loss(x)                                  # x (B, C, L) float32 in g
-    z = model.encode(x)                                   # (B, D)
+    z = model.embed(x)                                    # (B, D): eval mode, no grad, batch-independent
     x_new = flowfm.fast_sample(model, z=z, steps=10, method="heun")
 """
 from flowfm import data
