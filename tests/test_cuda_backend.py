@@ -634,6 +634,47 @@ def test_gn_film_silu_float64_runs_the_reference(backend):
     torch.testing.assert_close(y, gn_film_silu_ref(h, gamma, beta, scale, shift, 2))
 
 
+# ================================================================================================== conv block
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B, Cin, Cout, L, G, with_bias", [(2, 3, 8, 17, 4, True), (1, 5, 6, 33, 3, False)])
+def test_conv_block_cuda_matches_reference(backend, poison_allocations, dtype, B, Cin, Cout, L, G, with_bias):
+    """conv_block_cuda = torch's conv1d + the CUDA GN epilogue: forward and every gradient against conv_block_ref,
+    from a non-contiguous x."""
+    from flowfm_kernels.conv_block.reference import conv_block_ref
+
+    gen = torch.Generator().manual_seed(Cin * 100 + L)
+    x = non_contiguous(_randn((B, Cin, L), dtype, backend.device, gen))
+    weight = _randn((Cout, Cin, 3), dtype, backend.device, gen, 0.4)
+    bias = _randn((Cout,), dtype, backend.device, gen, 0.2) if with_bias else None
+    _, gamma, beta, scale, shift = _gn_inputs(B, Cout, 1, torch.float32, backend.device, gen)
+    dy = _randn((B, Cout, L), dtype, backend.device, gen)
+    inputs = [x, weight, bias, gamma, beta, scale, shift]
+    outs, grads = [], []
+    for fn in (ops.conv_block_cuda, conv_block_ref):
+        leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
+        y = fn(*leaves, G)
+        y.backward(dy)
+        outs.append(y.detach())
+        grads.append([None if t is None else t.grad for t in leaves])
+    tol = max(_tol(dtype), 1e-4)
+    assert outs[0].dtype == dtype
+    assert_rel_rms(outs[0], outs[1], _tol(dtype), f"conv_block {dtype}")
+    for name, got, want in zip(("dx", "dweight", "dbias", "dgamma", "dbeta", "dscale", "dshift"), *grads):
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == want.dtype, name
+        assert_rel_rms(got, want, tol, f"conv_block {name} {dtype}")
+
+
+def test_conv_block_cuda_rejects_bad_shapes_and_devices():
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match="weight \\(Cout, Cin, 3\\)"):
+        ops.conv_block_cuda(x, torch.randn(4, 3, 5), None, None, None, None, None, 2)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        ops.conv_block_cuda(x, torch.randn(4, 3, 3), None, None, None, None, None, 2)
+
+
 # ================================================================================================== FM loss
 LOSS_SHAPES = [(1, 3, 1), (3, 3, 17), (3, 3, 300), (2, 5, 301), (1, 3, 299), (2, 7, 1200)]
 

@@ -77,6 +77,9 @@ def use_backend(name: str, monkeypatch, request):
     """Make ``name`` runnable on DEVICE; returns the emulation's fake cupy (its launch log) for cuda on CPU."""
     if name == "triton" and dispatch._triton_import_error():
         pytest.skip(dispatch._triton_import_error())
+    if DEVICE == "cuda":  # fp32 everywhere on a GPU, so that TOL holds: no tf32 in cuDNN's or Triton's convs
+        monkeypatch.setenv("FLOWFM_TRITON_DOT_PRECISION", "ieee")
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     if name != "cuda":
         return None
     if DEVICE == "cuda":

@@ -14,9 +14,10 @@ silently lose precision.
 The conv block (:func:`conv_block_cuda`) runs its Conv1d(k=3) through torch (``F.conv1d``: cuDNN on a GPU) and its
 GroupNorm + FiLM + SiLU epilogue through the CUDA C++ kernel, so ``backend="cuda"`` covers every op of the model.
 
-Autograd: :func:`gn_film_silu_cuda`, :func:`conv_block_cuda` and :func:`flow_matching_loss_cuda` are differentiable through
-``torch.autograd.Function``s whose backward passes are CUDA kernels too (GN: deterministic row/group reductions, no
-atomics; loss: dL/dv is written by the forward pass and scaled by the upstream gradient). The interpolation and the
+Autograd: :func:`gn_film_silu_cuda`, :func:`conv_block_cuda` and :func:`flow_matching_loss_cuda` are differentiable
+through ``torch.autograd.Function``s whose backward passes are CUDA kernels too (GN: deterministic row/group
+reductions, dgamma / dbeta over batch chunks then the chunks in order, no atomics; loss: dL/dv is written by the
+forward pass and scaled by the upstream gradient; the conv's own backward is torch's). The interpolation and the
 ODE steps are sampling-time ops: when an input requires grad (and grad mode is on) they run the eager reference,
 which autograd can differentiate.
 """
