@@ -80,8 +80,19 @@ inline GnPlan gn_fwd_plan(long long B, long long C, long long L, long long G, in
   return p;
 }
 
-// Workspace of the backward: per-(b, c) sums S1 = sum_l dz and S2 = sum_l dz * xhat (float32).
-inline long long gn_bwd_workspace_bytes(long long B, long long C) { return 2 * B * C * 4; }
+// dgamma / dbeta of the backward: the batch is cut into chunks of kGnParamRows rows; block (chunk, 32-channel
+// tile) sums its chunk (phase 1, partials to the workspace), then one thread per channel adds the chunk partials in
+// chunk order (phase 2). The cut depends on B only (not on the GPU), so the sums are the same on every device.
+constexpr long long kGnParamRows = 32;
+constexpr long long kGnParamTile = 32;  // channels per phase-1 block (one per lane)
+inline long long gn_param_chunks(long long B) { return B > 0 ? ceil_div(B, kGnParamRows) : 1; }
+inline long long gn_param_tiles(long long C) { return C > 0 ? ceil_div(C, kGnParamTile) : 1; }
+
+// Workspace of the backward (float32): per-(b, c) sums S1 = sum_l dz and S2 = sum_l dz * xhat (2 B C values),
+// then the (chunk, c) partials of dgamma and dbeta (2 gn_param_chunks(B) C values).
+inline long long gn_bwd_workspace_bytes(long long B, long long C) {
+  return (2 * B * C + 2 * gn_param_chunks(B) * C) * 4;
+}
 
 // SM count of the current device (cached per device).
 int current_device_sm_count();

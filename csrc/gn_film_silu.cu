@@ -9,7 +9,8 @@
 //
 // Backward, with dz = dy * SiLU'(z), per row (b, c): S1 = sum_l dz, S2 = sum_l dz xhat; then
 //   dshift[b, c] = S1,  dscale[b, c] = gamma S2 + beta S1,
-//   dgamma[c] = sum_b (1 + scale[b, c]) S2[b, c],  dbeta[c] = sum_b (1 + scale[b, c]) S1[b, c],
+//   dgamma[c] = sum_b (1 + scale[b, c]) S2[b, c],  dbeta[c] = sum_b (1 + scale[b, c]) S1[b, c]  (batch chunks of
+//               kGnParamRows rows summed in parallel, then the chunk sums in chunk order),
 //   dh = rstd (dz a - m1 - xhat m2),  m1 = (1/N) sum_{c in g} a S1,  m2 = (1/N) sum_{c in g} a S2.
 // Every sum has a fixed order (warp trees, fixed loops): results are bitwise reproducible, no atomics.
 #include "flowfm_common.cuh"
@@ -386,19 +387,59 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One thread per channel: dgamma, dbeta summed over the batch in order.
+// dgamma, dbeta phase 1. Block blk = chunk * tiles + tile covers the channels tile * 32 + lane and the batch rows
+// [chunk * rows_per_chunk, (chunk + 1) * rows_per_chunk): warp w adds rows w, w + 8, ... of the chunk in order,
+// then warp 0 adds the 8 warp sums in warp order and writes part[2 (chunk C + c) + {0, 1}] = (dgamma, dbeta) terms.
 __global__ void __launch_bounds__(kThreads)
-    gn_bwd_params_kernel(const float* __restrict__ s1_in, const float* __restrict__ s2_in,
-                         const float* __restrict__ scale, float* __restrict__ dgamma, float* __restrict__ dbeta,
-                         long long B, int C) {
+    gn_bwd_params_partial_kernel(const float* __restrict__ s1_in, const float* __restrict__ s2_in,
+                                 const float* __restrict__ scale, float* __restrict__ part, long long B, int C,
+                                 int rows_per_chunk) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  __shared__ float red_g[kThreads];
+  __shared__ float red_b[kThreads];
+  const int lane = threadIdx.x & (kWarpSize - 1);
+  const int warp = threadIdx.x / kWarpSize;
+  const int tiles = (C + kWarpSize - 1) / kWarpSize;
+  const long long blk = blockIdx.x;
+  const long long chunk = blk / tiles;
+  const int c = static_cast<int>(blk - chunk * tiles) * kWarpSize + lane;
+  const long long b0 = chunk * rows_per_chunk;
+  const long long b1 = min(B, b0 + rows_per_chunk);
+  float dg = 0.f, db = 0.f;
+  if (c < C) {
+    for (long long b = b0 + warp; b < b1; b += kWarps) {
+      const long long bc = b * C + c;
+      const float s = scale != nullptr ? 1.f + scale[bc] : 1.f;
+      dg += s * s2_in[bc];
+      db += s * s1_in[bc];
+    }
+  }
+  red_g[threadIdx.x] = dg;
+  red_b[threadIdx.x] = db;
+  __syncthreads();
+  if (warp == 0 && c < C) {
+    float g = 0.f, bb = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      g += red_g[w * kWarpSize + lane];
+      bb += red_b[w * kWarpSize + lane];
+    }
+    float* o = part + 2 * (chunk * C + c);
+    o[0] = g;
+    o[1] = bb;
+  }
+}
+
+// dgamma, dbeta phase 2: one thread per channel adds the chunk partials in chunk order.
+__global__ void __launch_bounds__(kThreads)
+    gn_bwd_params_finalize_kernel(const float* __restrict__ part, float* __restrict__ dgamma,
+                                  float* __restrict__ dbeta, int C, long long chunks) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float dg = 0.f, db = 0.f;
-  for (long long b = 0; b < B; ++b) {
-    const long long bc = b * C + c;
-    const float s = scale != nullptr ? 1.f + scale[bc] : 1.f;
-    dg += s * s2_in[bc];
-    db += s * s1_in[bc];
+  for (long long k = 0; k < chunks; ++k) {
+    const float* p = part + 2 * (k * C + c);
+    dg += p[0];
+    db += p[1];
   }
   if (dgamma != nullptr) dgamma[c] = dg;
   if (dbeta != nullptr) dbeta[c] = db;
@@ -415,6 +456,7 @@ __global__ void __launch_bounds__(kThreads)
 namespace flowfm {
 
 namespace {
+static_assert(kGnParamTile == kWarpSize, "gn_bwd_params_partial_kernel maps one channel to each lane");
 constexpr long long kMaxGroupElems = 1LL << 30;  // int indexing inside a group, with headroom for strides
 constexpr long long kMaxBlocks = 2147483647LL;
 constexpr int kMaxDevices = 64;
@@ -564,9 +606,14 @@ void gn_film_silu_bwd(std::uintptr_t dy, std::uintptr_t h, std::uintptr_t gamma,
     }
   });
   if (dgamma != 0 || dbeta != 0) {
-    gn_bwd_params_kernel<<<static_cast<unsigned>(ceil_div(C, kThreads)), kThreads, 0, s>>>(
-        s1, s2, sp, host::as_ptr<float>(dgamma), host::as_ptr<float>(dbeta), B, Ci);
-    host::check_launch<>("gn_bwd_params_kernel");
+    const long long chunks_b = gn_param_chunks(B);
+    float* part = s2 + B * C;
+    gn_bwd_params_partial_kernel<<<static_cast<unsigned>(chunks_b * gn_param_tiles(C)), kThreads, 0, s>>>(
+        s1, s2, sp, part, B, Ci, static_cast<int>(kGnParamRows));
+    host::check_launch<>("gn_bwd_params_partial_kernel");
+    gn_bwd_params_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, kThreads)), kThreads, 0, s>>>(
+        part, host::as_ptr<float>(dgamma), host::as_ptr<float>(dbeta), Ci, chunks_b);
+    host::check_launch<>("gn_bwd_params_finalize_kernel");
   }
 }
 

@@ -14,6 +14,10 @@ Choosing:
 ``cuda`` > ``triton`` > ``eager`` unless an op says otherwise; CPU: ``eager``). If a preferred GPU backend is
 missing on a CUDA device, it falls back and warns once per (op, backend) with the reason.
 An explicit ``"triton"`` / ``"cuda"`` that cannot run raises :class:`BackendUnavailableError` with the reason.
+Every op the model calls (conv block, loss, interpolation, ODE steps) has all three implementations, so
+``FlowFM(cfg, backend="cuda")`` runs CUDA C++ in every op; for the conv block that is torch's Conv1d (cuDNN) followed
+by the CUDA C++ GN+FiLM+SiLU epilogue (see each op's ``notes``). :func:`explain` says, without raising or warning,
+what a request resolves to per op and why (``flowfm info`` prints it).
 
 Environment variables:
 ``FLOWFM_BACKEND``               auto | eager | triton | cuda (default auto)
@@ -34,6 +38,7 @@ import importlib
 import importlib.util
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -50,18 +55,33 @@ class BackendUnavailableError(RuntimeError):
 _REGISTRY: dict[str, dict[str, str]] = {}
 # op name -> preference order on CUDA devices under "auto"
 _CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {}
+# op name -> backend -> what that implementation runs, where it is not simply "the op in that backend"
+_NOTES: dict[str, dict[str, str]] = {}
 _warned: set[tuple[str, str]] = set()
 
 
-def register(op: str, implementations: dict[str, str], cuda_preference: tuple[str, ...] = ("cuda", "triton", "eager")):
-    """Register the implementations of ``op`` as ``{"eager": "pkg.mod:fn", ...}`` (imported lazily)."""
-    unknown = set(implementations) - set(BACKENDS)
+def register(op: str, implementations: dict[str, str], cuda_preference: tuple[str, ...] = ("cuda", "triton", "eager"),
+             notes: Optional[dict[str, str]] = None):
+    """Register the implementations of ``op`` as ``{"eager": "pkg.mod:fn", ...}`` (imported lazily). ``notes``:
+    ``{backend: one line}`` describing an implementation that mixes libraries (shown by :func:`explain`)."""
+    unknown = (set(implementations) | set(notes or {})) - set(BACKENDS)
     if unknown:
         raise ValueError(f"unknown backend(s) {sorted(unknown)} for op {op!r}; expected a subset of {BACKENDS}")
     if "eager" not in implementations:
         raise ValueError(f"op {op!r} needs an eager reference implementation")
     _REGISTRY[op] = dict(implementations)
     _CUDA_PREFERENCE[op] = tuple(b for b in cuda_preference if b in implementations)
+    _NOTES[op] = dict(notes or {})
+
+
+def implementation_notes(op: str) -> dict[str, str]:
+    """``{backend: what it runs}`` for ``op``'s implementations that mix libraries (e.g. cuDNN + CUDA C++)."""
+    return dict(_NOTES.get(op, {}))
+
+
+def cuda_preference(op: str) -> tuple[str, ...]:
+    """The order in which ``auto`` tries ``op``'s backends on a CUDA device."""
+    return _CUDA_PREFERENCE[op]
 
 
 def registered_ops() -> list[str]:
@@ -123,32 +143,79 @@ def _load(path: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def resolve(op: str, backend: Optional[str], device: torch.device | str) -> str:
-    """The concrete backend that runs ``op`` for a tensor on ``device`` given the user's request."""
+@dataclass(frozen=True)
+class Resolution:
+    """What a backend request runs for one op on one device.
+
+    ``backend``: the implementation that runs, or None when the request raises :class:`BackendUnavailableError`
+    (with the message ``error``). ``reason``: why, in a few words, without the op's name (so that ops resolved
+    alike read alike). ``skipped``: ``(backend, reason)`` of every backend ``auto`` tried first and could not use
+    (:func:`resolve` warns about each once). ``note``: what ``backend``'s implementation of the op runs, where it
+    mixes libraries (see :func:`implementation_notes`)."""
+
+    op: str
+    request: str
+    device: str
+    backend: Optional[str]
+    reason: str
+    skipped: tuple[tuple[str, str], ...] = ()
+    error: Optional[str] = None
+    note: Optional[str] = None
+
+
+def explain(op: str, backend: Optional[str], device: torch.device | str) -> Resolution:
+    """:func:`resolve` without raising or warning: which implementation runs ``op`` on ``device`` and why."""
     if op not in _REGISTRY:
         raise KeyError(f"no op named {op!r}; registered: {registered_ops()}")
     device = torch.device(device)
     impls = _REGISTRY[op]
+    notes = _NOTES.get(op, {})
     request = requested_backend(backend)
+    skipped: list[tuple[str, str]] = []
+
+    def chosen(name: str, why: str) -> Resolution:
+        if skipped:
+            why += "; unavailable: " + "; ".join(f"{b} ({r})" for b, r in skipped)
+        return Resolution(op, request, device.type, name, why, tuple(skipped), note=notes.get(name))
+
+    def refused(why: str, error: str) -> Resolution:
+        return Resolution(op, request, device.type, None, why, (), error)
+
     if request != "auto":
         if request not in impls:
-            raise BackendUnavailableError(f"op {op!r} has no {request!r} implementation (has: {sorted(impls)})")
+            return refused(f"no {request!r} implementation (has: {', '.join(sorted(impls))})",
+                           f"op {op!r} has no {request!r} implementation (has: {sorted(impls)})")
         reason = backend_unavailable_reason(request, device)
         if reason:
-            raise BackendUnavailableError(f"backend {request!r} for op {op!r} is unavailable: {reason}")
-        return request
+            return refused(f"unavailable: {reason}", f"backend {request!r} for op {op!r} is unavailable: {reason}")
+        return chosen(request, "requested")
     if device.type != "cuda":
-        return "eager"
+        return chosen("eager", f"auto runs eager on {device.type} tensors")
     preference = _CUDA_PREFERENCE[op]
     for candidate in preference:
         reason = backend_unavailable_reason(candidate, device)
         if reason is None:
-            return candidate
+            return chosen(candidate, "first available of " + " > ".join(preference))
+        skipped.append((candidate, reason))
+    return chosen("eager", "no GPU backend available")
+
+
+def resolve(op: str, backend: Optional[str], device: torch.device | str) -> str:
+    """The concrete backend that runs ``op`` for a tensor on ``device`` given the user's request."""
+    res = explain(op, backend, device)
+    if res.backend is None:
+        raise BackendUnavailableError(res.error)
+    for candidate, reason in res.skipped:
         if (op, candidate) not in _warned:
             _warned.add((op, candidate))
             warnings.warn(f"flowfm: backend {candidate!r} for op {op!r} unavailable ({reason}); falling back",
                           RuntimeWarning, stacklevel=3)
-    return "eager"
+    return res.backend
+
+
+def explain_all(device: torch.device | str) -> list[Resolution]:
+    """:func:`explain` for every registered op and every request (``auto`` and each backend) on ``device``."""
+    return [explain(op, request, device) for op in registered_ops() for request in _VALID_REQUESTS]
 
 
 def implementation(op: str, backend: Optional[str], device: torch.device | str) -> Callable:

@@ -14,19 +14,15 @@ extension (FLOWFM_CUDA_IMPL=ext) and once through the CuPy/NVRTC JIT build (FLOW
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,6 +32,7 @@ from flowfm_kernels.fm_loss.reference import flow_matching_loss_ref, interpolate
 from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
 from flowfm_kernels.ode_steps.reference import (euler_step_ref, guidance_combine_ref, heun_correct_ref,
                                                 rk4_combine_ref)
+from tests.cuda_emulation import EmuCupy, EmuKernels, load_emulation, emulated_module
 from tests.numerics import REL_RMS_TOL, assert_rel_rms, nan_poisoned_like, non_contiguous
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,7 +140,7 @@ def test_sources_are_found_in_the_repository():
     src = _cupy_jit.jit_source(d)
     assert src.count("#line 1 ") == len(_cupy_jit.SOURCE_FILES)
     names = _cupy_jit.name_expressions()
-    assert len(names) == len(set(names)) == 60
+    assert len(names) == len(set(names)) == 61
     for name in names:  # every name expression refers to a kernel defined in the sources
         assert name.split("<")[0].split("::")[1] in src
 
@@ -329,6 +326,51 @@ def test_gn_plan_properties():
     assert _cupy_jit.fm_loss_chunks(1) == 1 and _cupy_jit.fm_loss_chunks(4097) == 2
 
 
+def _record_launches(call, sms: int = 132) -> list:
+    """Runs ``call(module)`` on a JIT kernels module whose launches are only recorded (and checked against CUDA's
+    grid limits by tests/cuda_emulation.py); returns the launches."""
+    fake = EmuCupy(None, sms)
+    call(EmuKernels(_cupy_jit.find_source_dir(), cupy_module=fake))
+    return fake.launches
+
+
+@pytest.mark.parametrize("sms", [1, 132])
+def test_launch_geometry_stays_within_cuda_limits_for_huge_batches(sms):
+    """Every launcher at batches far beyond 65,535 (grid y / z limit): the geometry check in EmuKernel fails the
+    test if any launch puts more than 65,535 blocks on y or z. Pointers are fake (nothing runs)."""
+    P = 1 << 20  # a fake, suitably aligned device address
+
+    def gn(B, C, L, G):
+        def call(m):
+            ws = m.gn_fwd_workspace_bytes(B, C, L, G)
+            m.gn_film_silu_fwd(P, P, P, P, P, P, P, P, P if ws else 0, ws, B, C, L, G, 1e-5, 0, 0)
+            m.gn_film_silu_bwd(P, P, P, P, P, P, P, P, P, P, P, P, P, P, m.gn_bwd_workspace_bytes(B, C), B, C, L, G,
+                               0, 0)
+        return call
+
+    def steps(B, N):
+        def call(m):
+            m.fm_loss_fwd(P, P, P, P, P, P, m.fm_loss_workspace_bytes(B, N), B, N, 0.0, 0, 0, 0, 0)
+            m.interpolate(P, P, P, P, B, N, 0.0, 0, 0)
+            m.euler_step(P, P, P, P, P, B, N, 2.0, 0, 0, 0)
+            m.heun_correct(P, P, P, P, P, P, P, B, N, 2.0, 0, 0, 0)
+            m.rk4_combine(P, P, P, P, P, P, P, B, N, 0, 0, 0)
+            m.guidance_combine(P, P, P, B * N, 2.0, 0, 0)
+        return call
+
+    cases = [gn(100_000, 8, 4, 2), gn(70_001, 3, 5, 1), gn(1, 4, 1 << 22, 1), steps(200_000, 3 * 300),
+             steps(70_000, 7), steps(3, 1 << 24)]
+    for call in cases:
+        launches = _record_launches(call, sms)
+        assert launches
+        for launch in launches:  # the y-capped kernels grid-stride over the remaining samples
+            assert launch.grid[2] == 1
+    # dgamma / dbeta: the batch is spread over blocks (32 rows each), not looped over by one block
+    launches = _record_launches(gn(1024, 256, 75, 32), sms)
+    partial = [la for la in launches if la.name == "flowfm::gn_bwd_params_partial_kernel"]
+    assert len(partial) == 1 and partial[0].grid[0] == (1024 // 32) * (256 // 32)
+
+
 @pytest.mark.skipif(not _ext_importable(), reason="flowfm_kernels._C is not built here")
 def test_ext_and_jit_expose_the_same_api_and_plans():
     import flowfm_kernels._C as ext
@@ -343,6 +385,8 @@ def test_ext_and_jit_expose_the_same_api_and_plans():
             assert ext.gn_fwd_plan(*shape, sms) == _cupy_jit.gn_fwd_plan(*shape, sms), (shape, sms)
     for B, N in [(1, 1), (3, 900), (2, 4097), (7, 100_000)]:
         assert ext.fm_loss_workspace_bytes(B, N) == _cupy_jit.fm_loss_workspace_bytes(B, N)
+    for B, C in [(1, 1), (31, 7), (32, 64), (33, 64), (1024, 256), (70_000, 3)]:
+        assert ext.gn_bwd_workspace_bytes(B, C) == _cupy_jit.gn_bwd_workspace_bytes(B, C), (B, C)
     with pytest.raises(ValueError, match="null pointer"):
         ext.euler_step(0, 0, 0, 0, 0, 1, 1, 1.0, 0, 0, 0)
     with pytest.raises(ValueError, match="dtype code"):
@@ -369,126 +413,12 @@ def test_jit_sources_compile_with_nvrtc():
 
 
 # ================================================================================================== CPU emulation
-class _EmuKernel:
-    MAX_SMEM = 48 * 1024
-
-    def __init__(self, lib, name: str):
-        self.lib, self.name = lib, name
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        kinds, raw = [], []
-        for a in args:
-            if isinstance(a, np.uint64):
-                kinds.append("p")
-                raw.append(int(a))
-            elif isinstance(a, np.int32):
-                kinds.append("i")
-                raw.append(int(a) & 0xFFFFFFFFFFFFFFFF)
-            elif isinstance(a, np.int64):
-                kinds.append("q")
-                raw.append(int(a) & 0xFFFFFFFFFFFFFFFF)
-            elif isinstance(a, np.float32):
-                kinds.append("f")
-                raw.append(int(np.array(a).view(np.uint32)))
-            else:
-                raise TypeError(f"{self.name}: argument {a!r} ({type(a).__name__}) is not a fixed-width numpy scalar")
-        grid = (tuple(grid) + (1, 1))[:3]
-        block = (tuple(block) + (1, 1))[:3]
-        assert all(g >= 1 for g in grid) and grid[1] <= 65535 and grid[2] <= 65535 and grid[0] < 2 ** 31
-        assert block[0] * block[1] * block[2] <= 1024 and block[0] % 32 == 0
-        assert 0 <= shared_mem <= self.MAX_SMEM, f"{self.name}: {shared_mem} bytes of dynamic shared memory"
-        err = ctypes.create_string_buffer(1024)
-        rc = self.lib.flowfm_emu_launch(self.name.encode(), (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
-                                        ctypes.c_ulonglong(shared_mem), (ctypes.c_ulonglong * max(len(raw), 1))(*raw),
-                                        "".join(kinds).encode(), len(raw), err, len(err))
-        if rc:
-            raise RuntimeError(err.value.decode())
-
-
-class _EmuCupy:
-    """Just enough of the cupy API for JitKernels, running kernels through the CPU emulation."""
-
-    def __init__(self, lib, sms: int = 132):
-        self.lib, self.sms = lib, sms
-        emu = self
-
-        class Device:
-            def __init__(self, index):
-                self.id = index
-                self.attributes = {"MultiProcessorCount": emu.sms}
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-        class Stream:
-            def __init__(self, ptr=0):
-                self.ptr = ptr
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return False
-
-        Stream.null = Stream(0)
-        self.cuda = SimpleNamespace(Device=Device, ExternalStream=Stream, Stream=Stream)
-
-    def RawModule(self, code, options, name_expressions):  # noqa: N802 - cupy's name
-        names = set(name_expressions)
-        lib = self.lib
-
-        class Module:
-            def get_function(self, name):
-                assert name in names, name
-                return _EmuKernel(lib, name)
-
-        return Module()
-
-
-class _EmuKernels(_cupy_jit.JitKernels):
-    def _current_device_index(self) -> int:
-        return 0
-
-
-def _emu_build(tmp_root: Path) -> Optional[Path]:
-    cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
-    root = _build.find_cuda_root()
-    if not cxx or not root:
-        return None
-    csrc = REPO / "csrc"
-    names = _cupy_jit.name_expressions()
-    inc = "".join(f'FLOWFM_EMU_KERNEL("{n}", {n})\n' for n in names)
-    digest = hashlib.sha256(inc.encode())
-    for f in sorted(list(csrc.glob("*.cu")) + list(csrc.glob("*.cuh")) + list((csrc / "testing").glob("*"))):
-        digest.update(f.read_bytes())
-    out_dir = tmp_root / digest.hexdigest()[:16]
-    lib = out_dir / "libflowfm_emu.so"
-    if lib.exists():
-        return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "flowfm_emu_kernels.inc").write_text(inc)
-    cmd = [cxx, "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
-           "-Werror", f"-I{csrc}", f"-I{out_dir}", f"-I{os.path.join(root, 'include')}",
-           str(csrc / "testing" / "cpu_emulation.cpp"), "-o", str(lib)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode:
-        if "cuda_fp16.h" in proc.stderr and "No such file" in proc.stderr:
-            return None
-        raise AssertionError("building the CPU emulation of the kernels failed:\n" + proc.stderr[-6000:])
-    return lib
-
-
 @pytest.fixture(scope="session")
 def emu_lib(tmp_path_factory):
-    lib = _emu_build(tmp_path_factory.getbasetemp() / "flowfm_cuda_emu")
+    lib = load_emulation(tmp_path_factory.getbasetemp() / "flowfm_cuda_emu")
     if lib is None:
         pytest.skip("the CPU emulation needs g++ (C++20) and the CUDA headers (cuda_fp16.h)")
-    handle = ctypes.CDLL(str(lib))
-    assert handle.flowfm_emu_kernel_count() == len(_cupy_jit.name_expressions())
-    return handle
+    return lib
 
 
 # ================================================================================================== backends
@@ -504,9 +434,7 @@ class Backend:
                         pytest.param("gpu-jit", marks=pytest.mark.gpu)])
 def backend(request, monkeypatch):
     if request.param == "emu":
-        lib = request.getfixturevalue("emu_lib")
-        fake = _EmuCupy(lib)
-        module = _EmuKernels(_cupy_jit.find_source_dir(), cupy_module=fake)
+        module, fake = emulated_module(request.getfixturevalue("emu_lib"))
 
         def set_sms(n):
             fake.sms = n
@@ -635,6 +563,54 @@ def test_gn_film_silu_backward_partial_requirements(backend):
     assert_rel_rms(scale.grad, scale_ref.grad, 1e-4, "dscale only")
 
 
+@pytest.mark.parametrize("B, C, with_scale", [(1, 5, True), (32, 32, True), (33, 36, False), (300, 40, True)])
+def test_gn_bwd_params_kernels_against_float64(backend, poison_allocations, B, C, with_scale):
+    """The two dgamma / dbeta kernels alone (launched as gn_film_silu_bwd launches them): batch chunks of 32 rows
+    and 32-channel tiles, partial last chunk and tile, against float64 sums; deterministic."""
+    if backend.device != "cpu":
+        pytest.skip("drives the JIT kernels directly (emulation only)")
+    gen = torch.Generator().manual_seed(B + C)
+    s1, s2 = (_randn((B, C), torch.float32, "cpu", gen) for _ in range(2))
+    scale = _randn((B, C), torch.float32, "cpu", gen, 0.3) if with_scale else None
+    chunks = _cupy_jit.gn_param_chunks(B)
+    assert chunks == -(-B // 32)
+    mod, p, i32, i64 = backend.module, backend.module._p, backend.module._i32, backend.module._i64
+
+    def run():
+        part = torch.empty((chunks, C, 2), dtype=torch.float32)
+        dgamma, dbeta = torch.empty(C), torch.empty(C)
+        with mod._device() as dev:
+            stream = mod._stream(dev, 0)
+            mod._launch(dev, stream, "flowfm::gn_bwd_params_partial_kernel",
+                        (chunks * _cupy_jit.gn_param_tiles(C),),
+                        (p(s1.data_ptr()), p(s2.data_ptr()), p(0 if scale is None else scale.data_ptr()),
+                         p(part.data_ptr()), i64(B), i32(C), i32(_cupy_jit.GN_PARAM_ROWS)))
+            mod._launch(dev, stream, "flowfm::gn_bwd_params_finalize_kernel", (-(-C // _cupy_jit.THREADS),),
+                        (p(part.data_ptr()), p(dgamma.data_ptr()), p(dbeta.data_ptr()), i32(C), i64(chunks)))
+        return dgamma, dbeta
+
+    dgamma, dbeta = run()
+    w = (1.0 + scale.double()) if scale is not None else torch.ones(B, C, dtype=torch.float64)
+    assert_rel_rms(dgamma, (w * s2.double()).sum(0), 1e-6, f"dgamma {(B, C)}")
+    assert_rel_rms(dbeta, (w * s1.double()).sum(0), 1e-6, f"dbeta {(B, C)}")
+    again = run()
+    assert torch.equal(dgamma, again[0]) and torch.equal(dbeta, again[1])
+
+
+def test_gn_film_silu_param_grads_over_several_batch_chunks(backend, poison_allocations):
+    """dgamma / dbeta through the full backward with B = 67 (three 32-row chunks, the last partial) and C = 36
+    (two channel tiles); h needs no gradient, so only the row and parameter kernels run."""
+    gen = torch.Generator().manual_seed(21)
+    h, gamma, beta, scale, shift = _gn_inputs(67, 36, 4, torch.float32, backend.device, gen)
+    dy = _randn((67, 36, 4), torch.float32, backend.device, gen)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (gamma, beta)]
+    refs = [t.detach().clone().requires_grad_(True) for t in (gamma, beta)]
+    ops.gn_film_silu_cuda(h, *leaves, scale, shift, 4).backward(dy)
+    gn_film_silu_ref(h, *refs, scale, shift, 4).backward(dy)
+    for name, got, want in zip(("dgamma", "dbeta"), leaves, refs):
+        assert_rel_rms(got.grad, want.grad, 1e-5, f"{name} B=67")
+
+
 def test_gn_film_silu_is_deterministic(backend):
     gen = torch.Generator().manual_seed(9)
     backend.set_sms(2)
@@ -656,6 +632,47 @@ def test_gn_film_silu_float64_runs_the_reference(backend):
     y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, 2)
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, gn_film_silu_ref(h, gamma, beta, scale, shift, 2))
+
+
+# ================================================================================================== conv block
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B, Cin, Cout, L, G, with_bias", [(2, 3, 8, 17, 4, True), (1, 5, 6, 33, 3, False)])
+def test_conv_block_cuda_matches_reference(backend, poison_allocations, dtype, B, Cin, Cout, L, G, with_bias):
+    """conv_block_cuda = torch's conv1d + the CUDA GN epilogue: forward and every gradient against conv_block_ref,
+    from a non-contiguous x."""
+    from flowfm_kernels.conv_block.reference import conv_block_ref
+
+    gen = torch.Generator().manual_seed(Cin * 100 + L)
+    x = non_contiguous(_randn((B, Cin, L), dtype, backend.device, gen))
+    weight = _randn((Cout, Cin, 3), dtype, backend.device, gen, 0.4)
+    bias = _randn((Cout,), dtype, backend.device, gen, 0.2) if with_bias else None
+    _, gamma, beta, scale, shift = _gn_inputs(B, Cout, 1, torch.float32, backend.device, gen)
+    dy = _randn((B, Cout, L), dtype, backend.device, gen)
+    inputs = [x, weight, bias, gamma, beta, scale, shift]
+    outs, grads = [], []
+    for fn in (ops.conv_block_cuda, conv_block_ref):
+        leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
+        y = fn(*leaves, G)
+        y.backward(dy)
+        outs.append(y.detach())
+        grads.append([None if t is None else t.grad for t in leaves])
+    tol = max(_tol(dtype), 1e-4)
+    assert outs[0].dtype == dtype
+    assert_rel_rms(outs[0], outs[1], _tol(dtype), f"conv_block {dtype}")
+    for name, got, want in zip(("dx", "dweight", "dbias", "dgamma", "dbeta", "dscale", "dshift"), *grads):
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == want.dtype, name
+        assert_rel_rms(got, want, tol, f"conv_block {name} {dtype}")
+
+
+def test_conv_block_cuda_rejects_bad_shapes_and_devices():
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match="weight \\(Cout, Cin, 3\\)"):
+        ops.conv_block_cuda(x, torch.randn(4, 3, 5), None, None, None, None, None, 2)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        ops.conv_block_cuda(x, torch.randn(4, 3, 3), None, None, None, None, None, 2)
 
 
 # ================================================================================================== FM loss

@@ -47,9 +47,63 @@ def cuda_module_absent(monkeypatch):
 
 
 def test_ops_registered():
-    for op in OURS:
+    for op in OURS + ("conv_block", "gn_film_silu"):
         assert op in dispatch.registered_ops()
         assert set(dispatch._REGISTRY[op]) == {"eager", "triton", "cuda"}
+    assert dispatch._REGISTRY["conv_block"]["cuda"] == "flowfm_kernels.cuda.ops:conv_block_cuda"
+
+
+def test_register_validates_notes(monkeypatch):
+    monkeypatch.setattr(dispatch, "_REGISTRY", dict(dispatch._REGISTRY))
+    with pytest.raises(ValueError, match="tensorrt"):
+        dispatch.register("_bad", {"eager": "m:f"}, notes={"tensorrt": "x"})
+    with pytest.raises(ValueError, match="eager reference"):
+        dispatch.register("_bad", {"cuda": "m:f"})
+
+
+# ------------------------------------------------------------------------------------------------- explain
+
+
+def test_explain_matches_resolve_without_raising_or_warning(monkeypatch, fresh_warnings, cuda_module_absent):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = dispatch.explain("euler_step", "cuda", "cuda")
+        assert res.backend is None and "not built" in res.reason and res.reason.startswith("unavailable")
+        assert "euler_step" in res.error and "euler_step" not in res.reason
+        auto = dispatch.explain("euler_step", "auto", torch.device("cuda"))
+    with pytest.raises(BackendUnavailableError) as info:
+        dispatch.resolve("euler_step", "cuda", "cuda")
+    assert str(info.value) == res.error
+    if HAS_TRITON:
+        assert auto.backend == "triton" and [b for b, _ in auto.skipped] == ["cuda"]
+        assert "cuda > triton > eager" in auto.reason and "not built" in auto.reason
+        with pytest.warns(RuntimeWarning, match="not built"):  # resolve warns about exactly what explain skipped
+            assert dispatch.resolve("euler_step", "auto", torch.device("cuda")) == auto.backend
+    cpu = dispatch.explain("conv_block", "triton", "cpu")
+    assert cpu.backend is None and "TRITON_INTERPRET" in cpu.reason
+    assert dispatch.explain("conv_block", None, "cpu").backend == "eager"
+
+
+def test_conv_block_cuda_order_and_note(monkeypatch, fresh_warnings):
+    """auto on CUDA: triton first for the conv block (an expectation until measured on a GPU), then the CUDA C++
+    epilogue behind cuDNN's conv, which an explicit 'cuda' request gets (and says so)."""
+    assert dispatch.cuda_preference("conv_block") == ("triton", "cuda", "eager")
+    monkeypatch.setattr(dispatch, "backend_unavailable_reason",
+                        lambda backend, device="cpu": "no triton (test)" if backend == "triton" else None)
+    with pytest.warns(RuntimeWarning, match="no triton"):
+        assert dispatch.resolve("conv_block", "auto", torch.device("cuda")) == "cuda"
+    res = dispatch.explain("conv_block", "cuda", "cuda")
+    assert res.backend == "cuda" and res.reason == "requested" and "cuDNN" in res.note
+    assert dispatch.explain("euler_step", "cuda", "cuda").note is None
+    assert dispatch.implementation("conv_block", "cuda", "cuda").__name__ == "conv_block_cuda"
+
+
+def test_explain_all_covers_every_op_and_request():
+    rows = dispatch.explain_all("cpu")
+    assert {(r.op, r.request) for r in rows} == {(op, q) for op in dispatch.registered_ops()
+                                                 for q in ("auto", "eager", "triton", "cuda")}
+    assert all(r.backend == "eager" for r in rows if r.request in ("auto", "eager"))
 
 
 # ------------------------------------------------------------------------------------- request validation

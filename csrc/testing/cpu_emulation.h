@@ -1,9 +1,10 @@
 // Host (CPU) emulation of the part of the CUDA execution model the FlowFM kernels use, for tests on machines
 // without a GPU: the kernels of csrc/*.cu compile as plain C++ (FLOWFM_KERNELS_ONLY) and every CUDA thread of a
-// block runs as an OS thread. __syncthreads() is a block barrier, __shfl_down_sync() exchanges through a per-warp
-// buffer between two warp barriers, __shared__ variables are function statics (blocks run one after the other),
-// and dynamic shared memory is a per-launch buffer poisoned with NaN. This checks indexing, vector paths,
-// reductions and barrier placement; it says nothing about performance. Used by tests/test_cuda_backend.py only.
+// block runs on its own OS thread (from a persistent pool). __syncthreads() is a block barrier, __shfl_down_sync()
+// exchanges through a per-warp buffer between two warp barriers, __shared__ variables are function statics (blocks
+// run one after the other), and dynamic shared memory is a per-launch buffer poisoned with NaN. This checks
+// indexing, vector paths, reductions and barrier placement; it says nothing about performance. Used by the tests
+// (tests/cuda_emulation.py) only.
 #ifndef FLOWFM_CPU_EMULATION_H
 #define FLOWFM_CPU_EMULATION_H
 
@@ -13,11 +14,13 @@
 #include <algorithm>
 #include <barrier>
 #include <cmath>  // expf, sqrtf, fmaxf in the global namespace
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -94,12 +97,74 @@ inline T min(T a, T b) {
 
 namespace flowfm_emu {
 
+// A fixed set of OS threads that run the CUDA threads of one block at a time (creating 256 OS threads per block
+// dominated the emulation's run time). run(n, job) runs job(t) for t < n concurrently on workers 0 .. n-1 and
+// returns when all have finished; n never exceeds the pool's size.
+class WorkerPool {
+ public:
+  explicit WorkerPool(unsigned size) {
+    workers_.reserve(size);
+    for (unsigned t = 0; t < size; ++t) workers_.emplace_back([this, t] { loop(t); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& w : workers_) w.join();
+  }
+  unsigned size() const { return static_cast<unsigned>(workers_.size()); }
+  void run(unsigned n, const std::function<void(unsigned)>& job) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    job_ = &job;
+    active_ = n;
+    remaining_ = n;
+    ++generation_;
+    wake_.notify_all();
+    done_.wait(lock, [this] { return remaining_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(unsigned t) {
+    unsigned long long seen = 0;
+    for (;;) {
+      const std::function<void(unsigned)>* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || (generation_ != seen && t < active_); });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+      }
+      (*job)(t);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--remaining_ == 0) done_.notify_one();
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned active_ = 0, remaining_ = 0;
+  unsigned long long generation_ = 0;
+  bool stop_ = false;
+};
+
+inline WorkerPool& pool_for(unsigned threads) {
+  static std::unique_ptr<WorkerPool> pool;
+  if (!pool || pool->size() < threads) pool = std::make_unique<WorkerPool>(threads);
+  return *pool;
+}
+
 // Runs body() for every thread of every block; blocks one after the other, threads of a block concurrently.
 inline void launch(dim3 grid, dim3 block, std::size_t smem_bytes, const std::function<void()>& body) {
   gridDim = grid;
   blockDim = block;
   const unsigned threads = block.x * block.y * block.z;
   g_dynamic_smem.assign((smem_bytes + sizeof(float4) - 1) / sizeof(float4) + 1, float4{});
+  WorkerPool& pool = pool_for(threads);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
@@ -107,16 +172,12 @@ inline void launch(dim3 grid, dim3 block, std::size_t smem_bytes, const std::fun
         const float nan = std::numeric_limits<float>::quiet_NaN();
         for (float4& v : g_dynamic_smem) v = make_float4(nan, nan, nan, nan);
         BlockContext ctx(threads);
-        std::vector<std::thread> workers;
-        workers.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t)
-          workers.emplace_back([&, t, x, y, z] {
-            tls_block = &ctx;
-            threadIdx = make_uint3(t, 0, 0);
-            blockIdx = make_uint3(x, y, z);
-            body();
-          });
-        for (std::thread& w : workers) w.join();
+        pool.run(threads, [&](unsigned t) {
+          tls_block = &ctx;
+          threadIdx = make_uint3(t, 0, 0);
+          blockIdx = make_uint3(x, y, z);
+          body();
+        });
       }
 }
 

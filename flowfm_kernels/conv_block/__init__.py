@@ -8,10 +8,14 @@ import torch
 from flowfm_kernels import dispatch
 from flowfm_kernels.conv_block.reference import conv_block_ref
 
+# cuda: torch's Conv1d (cuDNN) + the CUDA C++ GN+FiLM+SiLU epilogue. auto keeps Triton's implicit GEMM (GN partial
+# sums in its epilogue) first: an expectation, to be replaced by a GPU measurement of both.
 dispatch.register("conv_block", {
     "eager": "flowfm_kernels.conv_block.reference:conv_block_ref",
     "triton": "flowfm_kernels.conv_block.triton:conv_block_triton",
-}, cuda_preference=("triton", "eager"))
+    "cuda": "flowfm_kernels.cuda.ops:conv_block_cuda",
+}, cuda_preference=("triton", "cuda", "eager"),
+    notes={"cuda": "conv by torch F.conv1d (cuDNN), GN+FiLM+SiLU epilogue in CUDA C++"})
 
 
 def conv_block(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],

@@ -33,6 +33,8 @@ MAX_GRID_Y = 65535
 GN_MIN_CHUNK = 2048
 GN_FUSED_MAX_ELEMS = 16384
 FM_LOSS_CHUNK = 4096
+GN_PARAM_ROWS = 32
+GN_PARAM_TILE = 32
 _MAX_GROUP_ELEMS = 1 << 30
 _MAX_BLOCKS = 2147483647
 
@@ -68,7 +70,8 @@ def name_expressions() -> list[str]:
                   f"flowfm::gn_apply_kernel<{t}>", f"flowfm::gn_bwd_rows_kernel<{t}>",
                   f"flowfm::gn_bwd_dh_kernel<{t}>", f"flowfm::interpolate_kernel<{t}>",
                   f"flowfm::guidance_combine_kernel<{t}>"]
-    names += ["flowfm::gn_finalize_stats_kernel", "flowfm::gn_bwd_params_kernel", "flowfm::fm_loss_finalize_kernel"]
+    names += ["flowfm::gn_finalize_stats_kernel", "flowfm::gn_bwd_params_partial_kernel",
+              "flowfm::gn_bwd_params_finalize_kernel", "flowfm::fm_loss_finalize_kernel"]
     for a in CXX_TYPES:
         for b in CXX_TYPES:
             names += [f"flowfm::fm_loss_partial_kernel<{a}, {b}>", f"flowfm::euler_step_kernel<{a}, {b}>",
@@ -125,8 +128,18 @@ def gn_fwd_plan(B: int, C: int, L: int, G: int, num_sms: int) -> dict:
             "workspace_bytes": ws}
 
 
+def gn_param_chunks(B: int) -> int:
+    """Batch chunks of the dgamma / dbeta reduction (mirrors flowfm::gn_param_chunks)."""
+    return _ceil_div(B, GN_PARAM_ROWS) if B > 0 else 1
+
+
+def gn_param_tiles(C: int) -> int:
+    return _ceil_div(C, GN_PARAM_TILE) if C > 0 else 1
+
+
 def gn_bwd_workspace_bytes(B: int, C: int) -> int:
-    return 2 * B * C * 4
+    """S1, S2 (B, C), then the (chunk, C, 2) dgamma / dbeta partials, float32: mirrors flowfm_api.h."""
+    return (2 * B * C + 2 * gn_param_chunks(B) * C) * 4
 
 
 def fm_loss_chunks(N: int) -> int:
@@ -344,8 +357,12 @@ class JitKernels:
                              (p(dy), p(h), *params, p(mean), p(rstd), p(s1), p(s2), p(dh), i32(C), i32(L), i32(G),
                               i32(chunk_elems), i32(chunks), i32(vec_groups)))
             if dgamma or dbeta:
-                self._launch(dev, s, "flowfm::gn_bwd_params_kernel", (_ceil_div(C, THREADS),),
-                             (p(s1), p(s2), p(scale), p(dgamma), p(dbeta), i64(B), i32(C)))
+                chunks_b = gn_param_chunks(B)
+                part = s2 + B * C * 4
+                self._launch(dev, s, "flowfm::gn_bwd_params_partial_kernel", (chunks_b * gn_param_tiles(C),),
+                             (p(s1), p(s2), p(scale), p(part), i64(B), i32(C), i32(GN_PARAM_ROWS)))
+                self._launch(dev, s, "flowfm::gn_bwd_params_finalize_kernel", (_ceil_div(C, THREADS),),
+                             (p(part), p(dgamma), p(dbeta), i32(C), i64(chunks_b)))
 
     # -- flow-matching loss and interpolation
     def fm_loss_fwd(self, v, x0, x1, grad, loss, workspace, workspace_bytes, B, N, sigma_min, reduction, dtype_v,

@@ -11,9 +11,13 @@ mixed dtypes inside one group of inputs that the kernels take as one type, a ten
 empty tensors, or an ``out`` of another dtype than the result — runs the eager reference instead, so results never
 silently lose precision.
 
-Autograd: :func:`gn_film_silu_cuda` and :func:`flow_matching_loss_cuda` are differentiable through
-``torch.autograd.Function``s whose backward passes are CUDA kernels too (GN: deterministic row/group reductions, no
-atomics; loss: dL/dv is written by the forward pass and scaled by the upstream gradient). The interpolation and the
+The conv block (:func:`conv_block_cuda`) runs its Conv1d(k=3) through torch (``F.conv1d``: cuDNN on a GPU) and its
+GroupNorm + FiLM + SiLU epilogue through the CUDA C++ kernel, so ``backend="cuda"`` covers every op of the model.
+
+Autograd: :func:`gn_film_silu_cuda`, :func:`conv_block_cuda` and :func:`flow_matching_loss_cuda` are differentiable
+through ``torch.autograd.Function``s whose backward passes are CUDA kernels too (GN: deterministic row/group
+reductions, dgamma / dbeta over batch chunks then the chunks in order, no atomics; loss: dL/dv is written by the
+forward pass and scaled by the upstream gradient; the conv's own backward is torch's). The interpolation and the
 ODE steps are sampling-time ops: when an input requires grad (and grad mode is on) they run the eager reference,
 which autograd can differentiate.
 """
@@ -24,6 +28,7 @@ import numbers
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from flowfm_kernels.cuda import loader
@@ -35,7 +40,7 @@ from flowfm_kernels.ode_steps.reference import (euler_step_ref, guidance_combine
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _REDUCTION_CODES = {"mean": 0, "per_sample": 1}
 
-__all__ = ["gn_film_silu_cuda", "flow_matching_loss_cuda", "interpolate_cuda", "euler_step_cuda",
+__all__ = ["gn_film_silu_cuda", "conv_block_cuda", "flow_matching_loss_cuda", "interpolate_cuda", "euler_step_cuda",
            "heun_correct_cuda", "rk4_combine_cuda", "guidance_combine_cuda", "DTYPE_CODES"]
 
 
@@ -201,6 +206,23 @@ def gn_film_silu_cuda(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Opti
     if _requires_grad(h, gamma, beta, scale, shift):
         return _GnFilmSiluFunction.apply(h, gamma, beta, scale, shift, int(num_groups), float(eps))
     return _gn_forward(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]
+
+
+# ------------------------------------------------------------------------------------------------ conv block
+def conv_block_cuda(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor], scale: Optional[torch.Tensor],
+                    shift: Optional[torch.Tensor], num_groups: int, eps: float = 1e-5) -> torch.Tensor:
+    """``SiLU(GN(conv1d(x, W, bias, padding=1)) * (1 + scale) + shift)``; see :func:`conv_block_ref`.
+
+    x (B, Cin, L), weight (Cout, Cin, 3), bias (Cout,) or None -> h (B, Cout, L) by ``F.conv1d`` (cuDNN; its own
+    backward gives dx, dW, dbias), then :func:`gn_film_silu_cuda` on h (CUDA C++ forward and backward)."""
+    fn = "conv_block_cuda"
+    if x.dim() != 3 or weight.dim() != 3 or weight.shape[1] != x.shape[1] or weight.shape[2] != 3:
+        raise ValueError(f"{fn}: expects x (B, Cin, L) and weight (Cout, Cin, 3); got x {tuple(x.shape)}, "
+                         f"weight {tuple(weight.shape)}")
+    _check_device(fn, x.device, weight=weight, bias=bias)
+    h = F.conv1d(x, weight, bias, padding=1)
+    return gn_film_silu_cuda(h, gamma, beta, scale, shift, num_groups, eps)
 
 
 # ------------------------------------------------------------------------------------------------ FM loss
