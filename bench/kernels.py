@@ -36,7 +36,7 @@ WINDOW_SIZES_FULL = [(64, 3, 300), (4096, 3, 300), (131072, 3, 300)]
 WINDOW_SIZES_QUICK = [(8, 3, 64)]
 
 # op -> backends that the dispatcher registers for it
-OP_BACKENDS = {"gn_film_silu": ("eager", "triton", "cuda"), "conv_block": ("eager", "triton"),
+OP_BACKENDS = {"gn_film_silu": ("eager", "triton", "cuda"), "conv_block": ("eager", "triton", "cuda"),
                "flow_matching_loss": ("eager", "triton", "cuda"), "interpolate": ("eager", "triton", "cuda"),
                "euler_step": ("eager", "triton", "cuda"), "heun_correct": ("eager", "triton", "cuda")}
 
