@@ -205,7 +205,7 @@ def _gn_merge_partials_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, C, L, G, C
 
 
 _WGRAD_GPU_CONFIGS = [_cfg(warps, stages, BLOCK_CO=bco, BLOCK_CI=bci, BLOCK_L=bl)
-                      for bco, bci, bl, warps, stages in ((64, 64, 32, 4, 3), (64, 64, 64, 4, 3), (32, 32, 64, 4, 2),
+                      for bco, bci, bl, warps, stages in ((64, 64, 32, 4, 3), (64, 64, 64, 8, 3), (32, 32, 64, 4, 2),
                                                           (64, 32, 64, 4, 3), (128, 64, 32, 8, 3),
                                                           (128, 128, 32, 8, 3))]
 
@@ -310,6 +310,7 @@ def conv1d_k3_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     else:
         pmean = pm2 = out
 
+    weight = _ci_contiguous(weight)
     x_strides = _sample_strides(x)
     out_strides = _sample_strides(out)
     _conv1d_k3_kernel[conv_grid(B, n_lt, Cout)](
@@ -318,6 +319,14 @@ def conv1d_k3_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
         HAS_BIAS=bias is not None, WRITE_STATS=with_stats, **_dot_flags(x.dtype, precision),
         VEC=hint_divisor(L, x_strides[0], x_strides[1], out_strides[0], out_strides[1]), BLOCK_L=block_l)
     return out, ((pmean, pm2, block_l) if with_stats else None)
+
+
+def _ci_contiguous(weight: Tensor) -> Tensor:
+    """``weight`` (Cout, Cin, 3) as a view with Cin contiguous (storage (3, Cout, Cin)), so the kernel's W tiles are
+    16-byte loads (K-major, as tf32 MMAs need); a copy of the small weight unless it is already laid out so."""
+    if weight.stride(1) == 1 or weight.shape[1] == 1:
+        return weight
+    return weight.permute(2, 0, 1).contiguous().permute(1, 2, 0)
 
 
 def _sample_strides(t: Tensor) -> tuple[int, int, int]:
