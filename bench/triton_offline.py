@@ -9,7 +9,8 @@ shared memory comes from the compiled kernel's metadata. For every config it als
 early prune (what the autotuner would keep on that shape) drops it, and counts vector loads/stores in the PTX
 (``ld.global.v4`` etc.), so the effect of the alignment hints is visible.
 
-Shapes: the small U-Net's (C 32..256, L 300 / 150 / 75, 8 groups); the batch only changes sample strides, so a
+Shapes: the small U-Net's (C 64 / 128 / 256 at L 300 / 150 / 75, 8 groups, and C 128 at L 300: 8,192-element
+groups); the batch only changes sample strides, so a
 small B is compiled (the grid is not part of the compiled code). Output: JSON (``--out``, default
 ``bench/results/triton_offline_sm90.json``) and a markdown table on stdout. Offline numbers (compiler output), not
 GPU timings. Uses Triton internals (``create_function_from_signature``, ``JITFunction._pack_args``): tested with
@@ -130,13 +131,32 @@ def _ptxas_report(ptx: str) -> dict:
                 spill_load_bytes=int(spill.group(2)) if spill else None)
 
 
-def _vector_ops(ptx: str) -> dict:
-    counts = {}
-    for op in ("ld.global", "st.global"):
-        widths = re.findall(rf"{re.escape(op)}(?:\.\w+)*?\.(v[248])\.", ptx)
-        scalar = len(re.findall(rf"{re.escape(op)}(?:\.(?!v[248]\b)\w+)*\s", ptx)) - len(widths)
-        counts[op] = {"scalar": max(0, scalar), **{w: widths.count(w) for w in ("v2", "v4", "v8")}}
-    return counts
+_LDST_RE = re.compile(r"\b(ld|st)\.global((?:\.[a-z0-9:]+)*)\s")
+_CP_ASYNC_RE = re.compile(r"cp\.async\.c[ag]\.shared\.global\s*\[[^\]]*\],\s*\[[^\]]*\],\s*(0x[0-9a-f]+|\d+)")
+
+
+def _access_widths(ptx: str) -> dict:
+    """Bytes moved per global access instruction, counted: ``{"load": {bytes: n}, "store": {...}, "cp_async":
+    {...}}`` (``ld.global.v4.b32`` = 16 bytes; a 4-byte fp32 / 2-byte bf16 entry is a scalar access)."""
+    out = {"load": {}, "store": {}, "cp_async": {}}
+    for op, mods in _LDST_RE.findall(ptx):
+        parts = mods.strip(".").split(".")
+        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
+        bits = next((int(p[1:]) for p in reversed(parts) if re.fullmatch(r"[bfsu](8|16|32|64)", p)), 32)
+        width = vec * bits // 8
+        side = out["load" if op == "ld" else "store"]
+        side[width] = side.get(width, 0) + 1
+    for size in _CP_ASYNC_RE.findall(ptx):
+        width = int(size, 0)
+        out["cp_async"][width] = out["cp_async"].get(width, 0) + 1
+    return {k: {str(w): n for w, n in sorted(v.items())} for k, v in out.items()}
+
+
+def _config_str(config) -> str:
+    if config is None:
+        return "-"
+    meta = ",".join(f"{k}={v}" for k, v in config.kwargs.items())
+    return f"{meta + ' ' if meta else ''}w{config.num_warps} s{config.num_stages}"
 
 
 def _kept_by_prune(obj, args, kwargs) -> list | None:
@@ -150,7 +170,7 @@ def _kept_by_prune(obj, args, kwargs) -> list | None:
 def _workloads(quick: bool):
     """(label, callable) pairs: each runs one wrapper at a production shape on CPU tensors."""
     shapes = [(64, 64, 300, 8), (128, 128, 150, 8)] if quick else \
-        [(32, 32, 300, 8), (64, 64, 300, 8), (128, 128, 150, 8), (256, 256, 75, 8), (128, 128, 300, 8)]
+        [(64, 64, 300, 8), (128, 128, 150, 8), (256, 256, 75, 8), (128, 128, 300, 8)]
     dtypes = [torch.float32, torch.bfloat16]
     B = 4
     out = []
@@ -206,19 +226,19 @@ def run(quick: bool = False) -> dict:
             configs = obj.configs if isinstance(obj, Autotuner) else [None]
             kept = _kept_by_prune(obj, args, kwargs)
             for config in configs:
-                key = (tag, name, str(config))
+                key = (tag, name, _config_str(config))
                 if key in seen:
                     continue
                 seen.add(key)
                 t0 = time.time()
-                row = dict(shape=tag, kernel=name, config=str(config) if config else "-",
+                row = dict(shape=tag, kernel=name, config=_config_str(config),
                            kept_by_prune=None if kept is None else any(config is k for k in kept))
                 try:
                     k = _compile(_jit_fn(obj), args, kwargs, config)
                     row.update(_ptxas_report(k.asm["ptx"]))
                     row["shared_bytes"] = int(k.metadata.shared)
                     row["smem_over_limit"] = row["shared_bytes"] > SMEM_LIMIT
-                    row["vector_ops"] = _vector_ops(k.asm["ptx"])
+                    row["access_bytes"] = _access_widths(k.asm["ptx"])
                 except Exception as exc:  # noqa: BLE001 - report (e.g. out of shared memory) and go on
                     row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 row["compile_s"] = round(time.time() - t0, 2)
@@ -228,29 +248,90 @@ def run(quick: bool = False) -> dict:
                 smem_limit_bytes=SMEM_LIMIT, note="offline compiler output, no GPU run", rows=rows)
 
 
+def _widths(d: dict) -> str:
+    return " ".join(f"{w}B:{n}" for w, n in d.items()) or "-"
+
+
 def _md_row(r: dict) -> str:
-    vec = r.get("vector_ops", {})
-    ld = vec.get("ld.global", {})
-    ld_s = "/".join(f"{k}:{v}" for k, v in ld.items() if v) if ld else "-"
-    return (f"| {r['shape']} | {r['kernel']} | {r['config']} | {r.get('kept_by_prune')} | {r.get('registers')} | "
-            f"{r.get('spill_store_bytes')}/{r.get('spill_load_bytes')} | {r.get('shared_bytes')} | {ld_s} | "
-            f"{r.get('error', '')} |")
+    acc = r.get("access_bytes", {})
+    return (f"| {r['shape']} | {r['kernel'].split('.')[-1]} | {r['config']} | {r.get('kept_by_prune')} | "
+            f"{r.get('registers')} | {r.get('spill_store_bytes')}/{r.get('spill_load_bytes')} | "
+            f"{r.get('shared_bytes')} | {_widths(acc.get('load', {}))} | {_widths(acc.get('cp_async', {}))} | "
+            f"{_widths(acc.get('store', {}))} | {r.get('error', '')} |")
+
+
+MD_HEADER = ("| shape | kernel | config | kept by prune | regs | spill st/ld B | smem B | ld.global widths | "
+             "cp.async widths | st.global widths | error |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def summary(report: dict) -> list[dict]:
+    """Per (kernel, dtype): configs compiled / kept by the prune, worst registers and spills among the kept configs
+    (and among all), configs over the smem limit (and whether the prune keeps any), and the global-load widths
+    summed over the kept configs (bytes per instruction: count)."""
+    groups: dict = {}
+    for r in report["rows"]:
+        if "error" in r:
+            continue
+        dtype = r["shape"].split()[5] if len(r["shape"].split()) > 5 else "?"
+        groups.setdefault((r["kernel"].split(".")[-1], dtype), []).append(r)
+    out = []
+    for (kernel, dtype), rows in sorted(groups.items()):
+        kept = [r for r in rows if r["kept_by_prune"] is not False]
+        loads: dict = {}
+        for r in kept:
+            for part in ("load", "cp_async"):
+                for w, n in r["access_bytes"][part].items():
+                    loads[w] = loads.get(w, 0) + n
+        out.append(dict(kernel=kernel, dtype=dtype, configs=len(rows), kept=len(kept),
+                        max_regs_kept=max((r["registers"] for r in kept), default=None),
+                        max_spill_kept=max((r["spill_store_bytes"] + r["spill_load_bytes"] for r in kept), default=0),
+                        max_spill_all=max(r["spill_store_bytes"] + r["spill_load_bytes"] for r in rows),
+                        over_smem=sum(r["smem_over_limit"] for r in rows),
+                        over_smem_kept=sum(r["smem_over_limit"] for r in kept),
+                        load_widths={k: loads[k] for k in sorted(loads, key=int)}))
+    return out
+
+
+def summary_md(report: dict, title: str) -> str:
+    lines = [f"### {title} (triton {report['triton']}, {len(report['rows'])} compiled configs)", "",
+             "| kernel | dtype | configs | kept | max regs (kept) | max spill B (kept) | max spill B (all) | "
+             "> 227 KB smem (kept) | global load widths, kept configs (bytes: instructions) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary(report):
+        lines.append(f"| {s['kernel']} | {s['dtype']} | {s['configs']} | {s['kept']} | {s['max_regs_kept']} | "
+                     f"{s['max_spill_kept']} | {s['max_spill_all']} | {s['over_smem']} ({s['over_smem_kept']}) | "
+                     f"{_widths(s['load_widths'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join("bench", "results", "triton_offline_sm90.json"))
     p.add_argument("--quick", action="store_true", help="two shapes only")
+    p.add_argument("--label", default="this tree")
+    p.add_argument("--compare", default=None, help="an earlier JSON of this tool: write both summaries")
     a = p.parse_args(argv)
-    print("| shape | kernel | config | kept by prune | regs | spill st/ld B | smem B | global loads | error |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(MD_HEADER)
     report = run(a.quick)
+    report["label"] = a.label
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     tmp = a.out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1)
     os.replace(tmp, a.out)
-    print(f"wrote {a.out} ({len(report['rows'])} compiled configs)")
+    md = [summary_md(report, a.label)]
+    if a.compare:
+        with open(a.compare) as f:
+            before = json.load(f)
+        md.insert(0, summary_md(before, before.get("label", a.compare)))
+    md_path = os.path.splitext(a.out)[0] + ".md"
+    with open(md_path + ".tmp", "w") as f:
+        f.write("# Offline sm_90 compile of every Triton autotune config (no GPU run)\n\n"
+                "Generated by `python -m bench.triton_offline`; per-config rows in the JSON beside this file.\n\n"
+                + "\n".join(md))
+    os.replace(md_path + ".tmp", md_path)
+    print("\n".join(md))
+    print(f"wrote {a.out} and {md_path} ({len(report['rows'])} compiled configs)")
     return 0
 
 

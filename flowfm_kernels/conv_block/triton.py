@@ -7,7 +7,8 @@ Maths (x: (B, Cin, L), W: (Cout, Cin, 3), bias: (Cout,) or None)::
 
 Forward, two launches plus a tiny merge:
 
-1. ``_conv1d_k3_kernel``: grid (l-tiles, co-tiles, B); each program accumulates a (BLOCK_CO, BLOCK_L) fp32 tile
+1. ``_conv1d_k3_kernel``: grid (B * l-tiles, co-tiles) (:func:`conv_grid`; the batch is folded into axis 0, whose
+   limit is 2**31 - 1, not 65,535); each program accumulates a (BLOCK_CO, BLOCK_L) fp32 tile
    with ``tl.dot`` over ci blocks and the 3 taps (W[:, ci, k] @ x[ci, l + k - 1]). Epilogue: + bias, store h
    (x's dtype), and per-(b, co, l-tile) GroupNorm partials (tile mean and M2, two-pass in registers, computed from
    the *stored* (rounded) h so they describe exactly what step 3 reads).
@@ -18,9 +19,23 @@ Forward, two launches plus a tiny merge:
 Backward: GN part by :func:`~flowfm_kernels.gn_film_silu.triton.gn_film_silu_backward` (-> dh, dgamma, dbeta,
 dscale, dshift); dx is the transposed convolution, run by the same implicit-GEMM kernel with the weight
 W'[ci, co, k] = W[co, ci, 2 - k]; dW[co, ci, k] = sum_{b, l} dh[b, co, l] x[b, ci, l + k - 1] and dbias by
-``_conv1d_k3_wgrad_kernel``, a grid over (co-tile, ci-tile, batch split) that loops over its batches and all of L
-(tl.dot over l), writes per-split partials, and ``torch.sum`` reduces them in a fixed order: deterministic, no
-atomics.
+``_conv1d_k3_wgrad_kernel``, a grid over (co-tile x tap, ci-tile, batch split; splits <= 2 * SMs) that loops over
+its batches and all of L (tl.dot over l) for one tap (one fp32 accumulator: three spilled at 255 registers),
+writes per-split partials, and ``torch.sum`` reduces them in a fixed order (no atomics).
+
+Autotuning and determinism. Both conv kernels are autotuned (:func:`~flowfm_kernels.triton_support.tuned_autotune`)
+per (channels, L, batch bucket, dtypes); configs whose shared memory exceeds sm_90's 227 KB are pruned before they
+are compiled (:func:`conv_smem_bytes`). No kernel here uses float atomics: with the *same config* (and the same GPU
+model, whose SM count sets the wgrad batch split) every reduction runs in a fixed order, so results are bitwise
+identical run to run. The config, and with it the summation order (BLOCK_CI of the forward, BLOCK_L of the weight
+gradient), is picked by timing and may differ between processes; with ``FLOWFM_DETERMINISTIC=1`` or
+``torch.use_deterministic_algorithms(True)`` the first config that fits is pinned per shape bucket, which makes
+results bitwise reproducible across processes too (same GPU model, Triton version and dot precision).
+
+Alignment: the W tiles are read with Cin contiguous (a (3, Cout, Cin) copy of the small weight, :func:`_ci_contiguous`)
+and L and the x / h row strides carry a power-of-two divisibility hint (``VEC``), so W and the centre-tap x loads
+and the h stores are vector accesses for L = 300 (bf16 x tiles 8-byte; fp32 x tiles stay 4-byte copies: the tf32
+MMA takes them transposed).
 
 Precision of ``tl.dot`` (fp32 operands): ``FLOWFM_TRITON_DOT_PRECISION`` = ``tf32`` (default on GPU: tensor
 cores, 10-bit mantissa, operands truncated; expect relative RMS errors about 1e-3 against an fp32 reference,
@@ -29,7 +44,7 @@ operands go to tensor cores natively with fp32 accumulation (precision flag igno
 ``tl.dot`` is computed in full fp32 (bf16 / fp16 operands are cast to fp32 first), so CPU tests use fp32
 tolerances. For reference, PyTorch's cuDNN convs also use TF32 by default (``torch.backends.cudnn.allow_tf32``).
 
-Strides: x, h, dh, dy and W are read through their strides (no copies); outputs are new contiguous tensors.
+Strides: x, h, dh and dy are read through their strides (no copies); outputs are new contiguous tensors.
 Bytes / FLOPs per call: :func:`conv_block_cost`. Ops for torch.compile: ``flowfm::conv_block_fwd`` (with autograd),
 ``flowfm::conv1d_k3`` (with autograd), ``flowfm::conv1d_k3_wgrad``.
 """

@@ -30,8 +30,27 @@ Kernels and launch plan (one "read" below is one pass over a (B, C, L) tensor):
     (1 read + 1 write); backward = reduction kernel writing per-(b, c, l-tile) partials of S1, S2 (summed by
     ``torch.sum`` in a fixed order) + dh kernel (1 read of h and dy, 1 write).
 
-Reductions are deterministic: no atomics; every partial is written to its own slot and reduced in a fixed order.
-Strided (non-contiguous) h, dy, scale, shift, gamma, beta are read in place through their strides (no copies).
+Memory access: the forward kernels treat each group as one flat span of CPG * L elements of the sample's row
+(the apply and dh kernels tile the whole row, like the loss and ODE kernels), with the divisibility hint VEC of
+:mod:`flowfm_kernels.triton_support`, so fp32 and bf16 loads are 16-byte vectors at the production lengths
+(offline PTX check, bench/results/triton_offline_sm90.md). The backward reductions need per-channel sums and keep
+(channel, l) tiles; L and the row strides are hinted (L = 300: 4-element vectors). Non-uniformly strided operands
+take the general indexing path (scalar loads). Grids put the batch on axis 0 (``fold_grid``): B = 100,000 launches.
+
+In place: ``out=h`` (exactly h) is supported by :func:`gn_film_silu_forward` / :func:`gn_film_silu_apply`; the
+autotuner restores ``out`` between its timing runs (``restore_value``), so the first call per shape is correct too.
+
+Determinism: no float atomics; every partial has its own slot and is reduced in a fixed order, so with the *same
+autotune config* results are bitwise identical run to run. The apply and dh kernels are elementwise (their results
+do not depend on the config); the fused kernels' and the stats kernel's reduction trees depend on num_warps /
+BLOCK, which the autotuner picks by timing, so across processes bits can differ unless the configs are pinned:
+``FLOWFM_DETERMINISTIC=1`` or ``torch.use_deterministic_algorithms(True)`` keeps the first fitting config per shape
+bucket (:func:`~flowfm_kernels.triton_support.select_configs`), bitwise reproducible across processes on the same
+GPU model and Triton version.
+
+Autotune keys: shape, dtypes and ``TUNE_KEY`` (batch bucket + pinned flag, :func:`~flowfm_kernels.triton_support.
+tune_key`); pruned: 4-warp fused backward above 4,096 elements per group (255-register cap), tiles longer than the
+span. Tuning results are cached on disk across processes where Triton supports it.
 
 Bytes / FLOPs per call (:func:`gn_film_silu_cost`; e = element size of h): forward 2 * B*C*L * e bytes (fused; tiled
 3 * B*C*L * e) and ~11 FLOPs per element; backward 3 * B*C*L * e bytes (fused; tiled 5 * B*C*L * e) and ~25 FLOPs
