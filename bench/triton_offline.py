@@ -272,7 +272,7 @@ def summary(report: dict) -> list[dict]:
     for r in report["rows"]:
         if "error" in r:
             continue
-        dtype = r["shape"].split()[5] if len(r["shape"].split()) > 5 else "?"
+        dtype = r["shape"].split()[4]
         groups.setdefault((r["kernel"].split(".")[-1], dtype), []).append(r)
     out = []
     for (kernel, dtype), rows in sorted(groups.items()):

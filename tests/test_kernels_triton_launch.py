@@ -148,6 +148,13 @@ def test_fused_backward_prunes_four_warps_above_4096_elements():
     assert sorted(c.num_warps for c in small) == [4, 8, 16]
 
 
+def test_fused_forward_prunes_four_warps_above_4096_elements():
+    configs = [gt._cfg(8), gt._cfg(4), gt._cfg(16)]
+    args = {"TUNE_KEY": ts.tune_key(8, pinned=False)}
+    assert sorted(c.num_warps for c in ts.select_configs(configs, args, {"BLOCK": 8192}, gt._fused_fwd_fits)) == [8, 16]
+    assert len(ts.select_configs(configs, args, {"BLOCK": 4096}, gt._fused_fwd_fits)) == 3
+
+
 def test_select_configs_keeps_one_when_none_fits():
     configs = [gt._cfg(4, BLOCK=4096), gt._cfg(8, BLOCK=8192)]
     assert ts.select_configs(configs, {"TUNE_KEY": 2}, {}, lambda c, a, m: False) == configs[:1]

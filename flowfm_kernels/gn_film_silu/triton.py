@@ -49,8 +49,8 @@ bucket (:func:`~flowfm_kernels.triton_support.select_configs`), bitwise reproduc
 GPU model and Triton version.
 
 Autotune keys: shape, dtypes and ``TUNE_KEY`` (batch bucket + pinned flag, :func:`~flowfm_kernels.triton_support.
-tune_key`); pruned: 4-warp fused backward above 4,096 elements per group (255-register cap), tiles longer than the
-span. Tuning results are cached on disk across processes where Triton supports it.
+tune_key`); pruned: 4-warp fused forward / backward above 4,096 elements per group (255-register cap), tiles
+longer than the span. Tuning results are cached on disk across processes where Triton supports it.
 
 Bytes / FLOPs per call (:func:`gn_film_silu_cost`; e = element size of h): forward 2 * B*C*L * e bytes (fused; tiled
 3 * B*C*L * e) and ~11 FLOPs per element; backward 3 * B*C*L * e bytes (fused; tiled 5 * B*C*L * e) and ~25 FLOPs
@@ -221,6 +221,12 @@ def _fused_bwd_fits(config: triton.Config, named_args: dict, meta: dict) -> bool
     return config.num_warps > 4 or meta["BLOCK_C"] * meta["BLOCK_L"] <= 4096
 
 
+def _fused_fwd_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    """Prune: the fused forward at 4 warps spills at 8,192-element groups (255 registers; measured offline): keep 4
+    warps for spans up to 4,096 elements."""
+    return config.num_warps > 4 or meta["BLOCK"] <= 4096
+
+
 def _span_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
     """Prune span tiles longer than the span needs (at least the smallest config is kept)."""
     return config.kwargs["BLOCK"] <= max(1024, next_power_of_2(int(named_args["NG"])))
@@ -235,7 +241,8 @@ _ROW_CONFIGS = [_cfg(4, BLOCK=1024), _cfg(4, BLOCK=512), _cfg(4, BLOCK=2048), _c
                 _cfg(8, BLOCK=4096)]
 
 
-@tuned_autotune([_cfg(8), _cfg(4), _cfg(16)], _cfg(4), key=["CPG", "L"], restore_value=["y_ptr"])
+@tuned_autotune([_cfg(8), _cfg(4), _cfg(16)], _cfg(4), key=["CPG", "L"], fits=_fused_fwd_fits,
+                restore_value=["y_ptr"])
 @triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_fused_fwd_kernel(h_ptr, y_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                          L, G, CPG, NG, TUNE_KEY, s_hb, s_h1, s_h2, s_yb, s_y1, s_y2,
