@@ -206,3 +206,23 @@ def test_alignment_hints():
     assert gt._tile_vec(300, h) == 4
     assert gt._tile_vec(300, h.transpose(1, 2).contiguous().transpose(1, 2)) == 1
     assert gt._span_layout(2, 75, h[:, :, :75].contiguous())[1] == 2  # span 150 elements
+
+
+def test_offline_tool_parses_ptx_access_widths():
+    """bench/triton_offline.py (run offline, without the interpreter) classifies global accesses by bytes."""
+    from bench import triton_offline as to
+    ptx = ("\tld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];\n"
+           "\t@%p1 ld.global.b16 { %rs1 }, [ %rd2 + 0 ];\n"
+           "\tld.global.L1::evict_last.v2.b32 { %r5, %r6 }, [ %rd3 + 0 ];\n"
+           "\tst.global.v4.b32 [ %rd4 + 0 ], { %r1, %r2, %r3, %r4 };\n"
+           "\tcp.async.cg.shared.global [ %r7 + 0 ], [ %rd5 + 0 ], 0x10, %r8;\n"
+           "\tcp.async.ca.shared.global [ %r9 + 0 ], [ %rd6 + 0 ], 0x4, %r8;\n")
+    widths = to._access_widths(ptx)
+    assert widths == {"load": {"2": 1, "8": 1, "16": 1}, "store": {"16": 1}, "cp_async": {"4": 1, "16": 1}}
+    row = dict(shape="B4 C64->64 L300 G8 float32", kernel="conv_block._k", kept_by_prune=False, registers=255,
+               spill_store_bytes=8, spill_load_bytes=4, smem_over_limit=True, access_bytes=widths)
+    kept = dict(row, kept_by_prune=True, registers=100, spill_store_bytes=0, spill_load_bytes=0,
+                smem_over_limit=False)
+    (s,) = to.summary({"rows": [row, kept]})
+    assert (s["dtype"], s["configs"], s["kept"], s["max_regs_kept"]) == ("float32", 2, 1, 100)
+    assert (s["max_spill_kept"], s["max_spill_all"], s["over_smem"], s["over_smem_kept"]) == (0, 12, 1, 0)
