@@ -195,6 +195,8 @@ def test_weight_view_with_contiguous_input_channels():
     wk = ct._ci_contiguous(w)
     assert wk.stride(1) == 1 and torch.equal(wk, w)
     assert ct._ci_contiguous(wk) is wk
+    wt = ct._transposed_weight(w)  # W'[ci, co, k] = W[co, ci, 2 - k], already in the kernel's layout
+    assert torch.equal(wt, w.transpose(0, 1).flip(-1)) and ct._ci_contiguous(wt) is wt
 
 
 def test_alignment_hints():

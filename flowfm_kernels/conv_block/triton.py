@@ -413,8 +413,9 @@ def conv1d_k3_wgrad(dy: Tensor, x: Tensor, precision: str = "tf32") -> tuple[Ten
 
 
 def _transposed_weight(weight: Tensor) -> Tensor:
-    """W'[ci, co, k] = W[co, ci, 2 - k]: the weight of the transposed (input-gradient) convolution."""
-    return weight.transpose(0, 1).flip(-1)
+    """W'[ci, co, k] = W[co, ci, 2 - k]: the weight of the transposed (input-gradient) convolution, stored tap-major
+    with its input channels (co) contiguous, as the kernel reads it (one copy)."""
+    return weight.permute(2, 1, 0).flip(0).contiguous().permute(1, 2, 0)
 
 
 def conv1d_k3_backward(dh: Tensor, x: Tensor, weight: Tensor, need_dx: bool, need_dw: bool, need_db: bool,
