@@ -23,6 +23,9 @@ Environment variables:
 ``FLOWFM_BACKEND``               auto | eager | triton | cuda (default auto)
 ``TRITON_INTERPRET``             1 lets the triton backend run on CPU tensors (Triton's interpreter; tests)
 ``FLOWFM_TRITON_DOT_PRECISION``  tf32 (default) | tf32x3 | ieee: precision of fp32 ``tl.dot`` in the conv kernels
+``FLOWFM_DETERMINISTIC``         1 pins one autotune config per (kernel, shape bucket) in the Triton conv / GroupNorm
+                                 kernels (so their reductions sum in the same order in every process); also on
+                                 under ``torch.use_deterministic_algorithms(True)``. Default 0: timed choice
 ``FLOWFM_DEBUG_NAN_POISON``      1 fills the kernels' internal buffers with NaN first (tests: catches unwritten
                                  elements)
 ``FLOWFM_CUDA_IMPL``             auto | ext | jit: the compiled ``_C`` module, the CuPy/NVRTC JIT build, or either

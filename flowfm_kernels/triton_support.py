@@ -10,6 +10,13 @@ What lives here, and only this:
   (the interpreter would otherwise "benchmark" every config on CPU); :func:`elementwise_autotune` is the ready-made
   decorator for memory-bound kernels with a ``BLOCK`` meta-parameter (prunes blocks longer than the row; names the
   in-place outputs the tuner must restore between its timing runs).
+* **Tuned (reduction) kernels.** :func:`tuned_autotune` wraps ``@triton.autotune`` for the conv / GroupNorm
+  kernels: the key gains ``TUNE_KEY`` (:func:`tune_key`: a batch-size bucket and the determinism flag), an early
+  prune drops configs that cannot fit (shared memory, register pressure; :func:`select_configs`), and in
+  deterministic mode (:func:`deterministic_requested`) only the first surviving config is kept, so the config, and
+  with it every reduction's summation order, is a fixed function of the shape. Tuning results are cached on disk
+  across processes where Triton supports it (``cache_results``, Triton >= 3.2).
+* **Grids.** :func:`fold_grid` puts the batch on grid axis 0 (limit 2**31 - 1) instead of axis 2 (limit 65,535).
 * **Layout of (B, C, L) operands.** :class:`RowLayout` / :func:`row_layouts` describe each operand as per-sample
   rows of ``N = C * L`` elements: kernels index element ``n`` of sample ``b`` at ``b * sb + n * sn`` when every
   operand's row is uniformly strided (``FLAT``; ``sn`` is usually 1, which Triton specialises to a constant so the
@@ -78,6 +85,91 @@ def elementwise_autotune(key: Sequence[str], row_arg: str = "N", restore_value: 
     return triton.autotune(configs=autotune_configs(ELEMENTWISE_GPU_CONFIGS, ELEMENTWISE_INTERPRETER_CONFIG),
                            key=list(key), restore_value=list(restore_value) if restore_value else None,
                            prune_configs_by={"early_config_prune": prune})
+
+
+#: CUDA grid limits: axis 0 up to 2**31 - 1 programs, axes 1 and 2 up to 65,535.
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+#: Shared memory one program may use on sm_90 (227 KB, the opt-in maximum per block).
+SMEM_LIMIT_BYTES = 227 * 1024
+
+
+def fold_grid(batch: int, tiles0: int, tiles1: int = 1) -> tuple[int, int, int]:
+    """``(batch * tiles0, tiles1, 1)``: a grid whose axis 0 enumerates (sample, tile) as ``pid0 = b * tiles0 + t``
+    (kernels recover ``b = pid0 // tiles0``). The batch never lands on axis 1 / 2, whose limit is 65,535 (a batch of
+    100,000 windows is an ordinary sampling request). Raises ValueError if a limit is still exceeded."""
+    grid = (int(batch) * int(tiles0), int(tiles1), 1)
+    for axis, (n, limit) in enumerate(zip(grid, GRID_LIMITS)):
+        if n > limit or n < 1:
+            raise ValueError(f"grid {grid}: axis {axis} has {n} programs, CUDA allows 1..{limit} "
+                             f"(batch {batch}, {tiles0} x {tiles1} tiles per sample)")
+    return grid
+
+
+def deterministic_requested() -> bool:
+    """``FLOWFM_DETERMINISTIC=1`` or ``torch.use_deterministic_algorithms(True)``: pin the autotuned configs."""
+    env = os.environ.get("FLOWFM_DETERMINISTIC", "0").strip().lower() not in ("", "0", "false", "no")
+    return env or torch.are_deterministic_algorithms_enabled()
+
+
+def tune_key(batch: int, pinned: Optional[bool] = None) -> int:
+    """The ``TUNE_KEY`` argument of :func:`tuned_autotune` kernels: ``2 * log2_bucket(batch) + pinned`` (>= 2, so
+    never the value 1 that Triton would specialise). Batches in one power-of-two bucket share a tuned config; the
+    low bit separates the pinned (deterministic) choice from the timed one in the tuner's cache."""
+    pinned = deterministic_requested() if pinned is None else pinned
+    return 2 * log2_bucket(batch) + int(bool(pinned))
+
+
+def select_configs(configs: Sequence[triton.Config], named_args: dict, meta: dict, fits=None) -> list:
+    """The configs the tuner may time: those ``fits(config, named_args, meta)`` accepts (all if ``fits`` is None; the
+    first config if none fits); in pinned mode (``TUNE_KEY`` odd) only the first of them, in list order. Lists are
+    ordered so the first config is a sound default."""
+    kept = [c for c in configs if fits is None or fits(c, named_args, meta)] or [configs[0]]
+    if int(named_args.get("TUNE_KEY", meta.get("TUNE_KEY", 0))) & 1:
+        kept = kept[:1]
+    return kept
+
+
+def _autotune_supports(name: str) -> bool:
+    import inspect
+    try:
+        return name in inspect.signature(triton.autotune).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def tuned_autotune(gpu_configs: Sequence[triton.Config], interpreter_config: triton.Config, key: Sequence[str],
+                   fits=None, restore_value: Optional[Sequence[str]] = None):
+    """``@triton.autotune`` for a kernel that takes a ``TUNE_KEY`` argument (:func:`tune_key`; declare it in
+    ``do_not_specialize``): key = ``key`` + ``TUNE_KEY``; early prune :func:`select_configs` with ``fits``; outputs
+    that may alias an input (``out=h``) named in ``restore_value`` (the tuner re-runs the kernel while timing).
+    Interpreter: only ``interpreter_config`` (no tuning). GPU: tuning results cached on disk across processes when
+    this Triton supports ``cache_results``."""
+
+    def prune(configs, named_args, **meta):
+        return select_configs(configs, named_args, meta, fits)
+
+    extra = {"cache_results": True} if _autotune_supports("cache_results") else {}
+    return triton.autotune(configs=autotune_configs(gpu_configs, interpreter_config), key=list(key) + ["TUNE_KEY"],
+                           restore_value=list(restore_value) if restore_value else None,
+                           prune_configs_by={"early_config_prune": prune}, **extra)
+
+
+def dot_smem_bytes(num_stages: int, tile_elems: int, elem_bytes: int) -> int:
+    """Upper bound on the shared memory of a software-pipelined ``tl.dot`` loop: ``num_stages`` buffers of every
+    operand tile loaded per iteration (``tile_elems`` elements in all). Matches Triton's allocation for the 3-stage
+    conv configs exactly (checked offline, bench/triton_offline.py)."""
+    return int(num_stages) * int(tile_elems) * int(elem_bytes)
+
+
+def hint_divisor(*values: int, cap: int = 16) -> int:
+    """The largest power of two <= ``cap`` dividing every value: kernels rewrite a runtime stride or length ``s`` as
+    ``(s // VEC) * VEC`` (value-preserving) so Triton's alignment analysis sees the divisibility and emits vector
+    accesses (e.g. rows of L = 300 fp32 elements: VEC 4, 16-byte loads)."""
+    vec = cap
+    for v in values:
+        vec = min(vec, pow2_divisor(v, cap))
+    return vec
 
 
 def check_launchable(*tensors: Optional[torch.Tensor]) -> torch.device:
@@ -285,5 +377,7 @@ __all__ = [
     "interpreting", "INTERPRETED_AT_IMPORT", "device_guard", "autotune_configs", "ELEMENTWISE_GPU_CONFIGS",
     "ELEMENTWISE_INTERPRETER_CONFIG", "elementwise_autotune", "check_launchable", "check_float", "per_sample",
     "pow2_divisor", "RowLayout", "row_layout", "row_layouts", "stride_args", "check_output", "cdiv",
-    "next_power_of_2", "log2_bucket", "dtype_bytes", "row_tile", "sample_offsets",
+    "next_power_of_2", "log2_bucket", "dtype_bytes", "row_tile", "sample_offsets", "GRID_LIMITS",
+    "SMEM_LIMIT_BYTES", "fold_grid", "deterministic_requested", "tune_key", "select_configs", "tuned_autotune",
+    "dot_smem_bytes", "hint_divisor",
 ]

@@ -7,7 +7,8 @@ Maths (x: (B, Cin, L), W: (Cout, Cin, 3), bias: (Cout,) or None)::
 
 Forward, two launches plus a tiny merge:
 
-1. ``_conv1d_k3_kernel``: grid (l-tiles, co-tiles, B); each program accumulates a (BLOCK_CO, BLOCK_L) fp32 tile
+1. ``_conv1d_k3_kernel``: grid (B * l-tiles, co-tiles) (:func:`conv_grid`; the batch is folded into axis 0, whose
+   limit is 2**31 - 1, not 65,535); each program accumulates a (BLOCK_CO, BLOCK_L) fp32 tile
    with ``tl.dot`` over ci blocks and the 3 taps (W[:, ci, k] @ x[ci, l + k - 1]). Epilogue: + bias, store h
    (x's dtype), and per-(b, co, l-tile) GroupNorm partials (tile mean and M2, two-pass in registers, computed from
    the *stored* (rounded) h so they describe exactly what step 3 reads).
@@ -18,9 +19,23 @@ Forward, two launches plus a tiny merge:
 Backward: GN part by :func:`~flowfm_kernels.gn_film_silu.triton.gn_film_silu_backward` (-> dh, dgamma, dbeta,
 dscale, dshift); dx is the transposed convolution, run by the same implicit-GEMM kernel with the weight
 W'[ci, co, k] = W[co, ci, 2 - k]; dW[co, ci, k] = sum_{b, l} dh[b, co, l] x[b, ci, l + k - 1] and dbias by
-``_conv1d_k3_wgrad_kernel``, a grid over (co-tile, ci-tile, batch split) that loops over its batches and all of L
-(tl.dot over l), writes per-split partials, and ``torch.sum`` reduces them in a fixed order: deterministic, no
-atomics.
+``_conv1d_k3_wgrad_kernel``, a grid over (co-tile x tap, ci-tile, batch split; splits <= 2 * SMs) that loops over
+its batches and all of L (tl.dot over l) for one tap (one fp32 accumulator: three spilled at 255 registers),
+writes per-split partials, and ``torch.sum`` reduces them in a fixed order (no atomics).
+
+Autotuning and determinism. Both conv kernels are autotuned (:func:`~flowfm_kernels.triton_support.tuned_autotune`)
+per (channels, L, batch bucket, dtypes); configs whose shared memory exceeds sm_90's 227 KB are pruned before they
+are compiled (:func:`conv_smem_bytes`). No kernel here uses float atomics: with the *same config* (and the same GPU
+model, whose SM count sets the wgrad batch split) every reduction runs in a fixed order, so results are bitwise
+identical run to run. The config, and with it the summation order (BLOCK_CI of the forward, BLOCK_L of the weight
+gradient), is picked by timing and may differ between processes; with ``FLOWFM_DETERMINISTIC=1`` or
+``torch.use_deterministic_algorithms(True)`` the first config that fits is pinned per shape bucket, which makes
+results bitwise reproducible across processes too (same GPU model, Triton version and dot precision).
+
+Alignment: the W tiles are read with Cin contiguous (a (3, Cout, Cin) copy of the small weight, :func:`_ci_contiguous`)
+and L and the x / h row strides carry a power-of-two divisibility hint (``VEC``), so W and the centre-tap x loads
+and the h stores are vector accesses for L = 300 (bf16 x tiles 8-byte; fp32 x tiles stay 4-byte copies: the tf32
+MMA takes them transposed).
 
 Precision of ``tl.dot`` (fp32 operands): ``FLOWFM_TRITON_DOT_PRECISION`` = ``tf32`` (default on GPU: tensor
 cores, 10-bit mantissa, operands truncated; expect relative RMS errors about 1e-3 against an fp32 reference,
@@ -29,7 +44,7 @@ operands go to tensor cores natively with fp32 accumulation (precision flag igno
 ``tl.dot`` is computed in full fp32 (bf16 / fp16 operands are cast to fp32 first), so CPU tests use fp32
 tolerances. For reference, PyTorch's cuDNN convs also use TF32 by default (``torch.backends.cudnn.allow_tf32``).
 
-Strides: x, h, dh, dy and W are read through their strides (no copies); outputs are new contiguous tensors.
+Strides: x, h, dh and dy are read through their strides (no copies); outputs are new contiguous tensors.
 Bytes / FLOPs per call: :func:`conv_block_cost`. Ops for torch.compile: ``flowfm::conv_block_fwd`` (with autograd),
 ``flowfm::conv1d_k3`` (with autograd), ``flowfm::conv1d_k3_wgrad``.
 """
@@ -43,8 +58,9 @@ import triton.language as tl
 
 from flowfm_kernels.gn_film_silu.triton import (_cfg, check_film_shapes, gn_film_silu_apply,
                                                 gn_film_silu_backward, new_buffer)
-from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, autotune_configs, cdiv, check_float,
-                                           check_launchable, dtype_bytes, next_power_of_2)
+from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, SMEM_LIMIT_BYTES, cdiv, check_float,
+                                           check_launchable, dot_smem_bytes, dtype_bytes, fold_grid, hint_divisor,
+                                           next_power_of_2, tune_key, tuned_autotune)
 
 Tensor = torch.Tensor
 
@@ -89,18 +105,42 @@ _CONV_GPU_CONFIGS = [_cfg(4, 3, BLOCK_CO=64, BLOCK_CI=32), _cfg(4, 3, BLOCK_CO=6
                      _cfg(4, 2, BLOCK_CO=64, BLOCK_CI=16), _cfg(8, 3, BLOCK_CO=128, BLOCK_CI=64)]
 
 
-@triton.autotune(configs=autotune_configs(_CONV_GPU_CONFIGS, _cfg(4, BLOCK_CO=16, BLOCK_CI=16)),
-                 key=["Cin", "Cout", "L"])
-@triton.jit
-def _conv1d_k3_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, Cin, Cout, L,
+def conv_smem_bytes(config: triton.Config, block_l: int, elem_bytes: int) -> int:
+    """Shared memory (upper bound) of a forward-conv config: per pipeline stage the three taps' W tiles
+    (BLOCK_CO x BLOCK_CI) and x tiles (BLOCK_CI x BLOCK_L) in the operands' dtype."""
+    m = config.kwargs
+    tiles = 3 * (m["BLOCK_CO"] * m["BLOCK_CI"] + m["BLOCK_CI"] * block_l)
+    return dot_smem_bytes(config.num_stages, tiles, elem_bytes)
+
+
+def _conv_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    """Prune: configs whose shared memory exceeds sm_90's 227 KB (fp32: 64x64 and 128x64 at 3 stages, 288 / 432
+    KB) never compile to a launchable kernel there."""
+    elem = named_args["x_ptr"].element_size()
+    return conv_smem_bytes(config, meta["BLOCK_L"], elem) <= SMEM_LIMIT_BYTES
+
+
+@tuned_autotune(_CONV_GPU_CONFIGS, _cfg(4, BLOCK_CO=16, BLOCK_CI=16), key=["Cin", "Cout", "L"], fits=_conv_fits)
+@triton.jit(do_not_specialize=["TUNE_KEY"])
+def _conv1d_k3_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, Cin, Cout, L, N_LT, TUNE_KEY,
                       s_xb, s_xc, s_xl, s_wo, s_wi, s_wk, s_bias, s_ob, s_oc, s_ol,
                       HAS_BIAS: tl.constexpr, WRITE_STATS: tl.constexpr, DOT_F32: tl.constexpr,
-                      PRECISION: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
+                      PRECISION: tl.constexpr, VEC: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
                       BLOCK_L: tl.constexpr):
-    """Grid (l-tiles, co-tiles, B): out[b, co, l] = bias[co] + sum_{ci,k} W[co, ci, k] x[b, ci, l + k - 1]."""
-    pid_l = tl.program_id(0)
+    """Grid (B * N_LT, co-tiles): program (b * N_LT + l-tile, co-tile) computes
+    out[b, co, l] = bias[co] + sum_{ci,k} W[co, ci, k] x[b, ci, l + k - 1]. ``VEC`` divides L and the x / out
+    channel and sample strides (host-checked): rewriting them as multiples of VEC lets Triton prove the row starts
+    aligned, so the centre tap and the store vectorise even for L = 300."""
+    if VEC > 1:
+        L = (L // VEC) * VEC
+        s_xb = (s_xb // VEC) * VEC
+        s_xc = (s_xc // VEC) * VEC
+        s_ob = (s_ob // VEC) * VEC
+        s_oc = (s_oc // VEC) * VEC
+    pid0 = tl.program_id(0)
+    b = pid0 // N_LT
+    pid_l = pid0 - b * N_LT
     pid_co = tl.program_id(1)
-    b = tl.program_id(2)
     co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ls = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     rci = tl.arange(0, BLOCK_CI)
@@ -135,7 +175,7 @@ def _conv1d_k3_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, Cin, 
         mean_c = tl.sum(hv * lw[None, :], 1) / n_l
         d = (hv - mean_c[:, None]) * lw[None, :]
         m2_c = tl.sum(d * d, 1)
-        off = (b64 * Cout + co) * tl.num_programs(0) + pid_l
+        off = (b64 * Cout + co) * N_LT + pid_l
         tl.store(pmean_ptr + off, mean_c, mask=co_m)
         tl.store(pm2_ptr + off, m2_c, mask=co_m)
 
@@ -179,21 +219,48 @@ def _gn_merge_partials_kernel(pmean_ptr, pm2_ptr, mean_ptr, rstd_ptr, C, L, G, C
     tl.store(rstd_ptr + pid, 1.0 / tl.sqrt(m2 / n + eps))
 
 
+#: (BLOCK_CO, BLOCK_CI, BLOCK_L, warps, stages): the configs with no register spills at C 128 / L 300, C 128 / L 150
+#: and C 256 / L 75 in fp32 and bf16 (offline sm_90 compile; 64x64x64 at 4 warps, 64x32x64 at 4 warps and 128x128
+#: spilled at some of these shapes).
 _WGRAD_GPU_CONFIGS = [_cfg(warps, stages, BLOCK_CO=bco, BLOCK_CI=bci, BLOCK_L=bl)
-                      for bco, bci, bl, warps, stages in ((64, 64, 32, 4, 3), (64, 64, 64, 4, 3), (32, 32, 64, 4, 2),
-                                                          (64, 32, 64, 4, 3), (128, 64, 32, 8, 3))]
+                      for bco, bci, bl, warps, stages in ((64, 64, 32, 4, 3), (64, 32, 64, 8, 3), (128, 64, 32, 8, 3),
+                                                          (64, 64, 32, 4, 2))]
 
 
-@triton.autotune(configs=autotune_configs(_WGRAD_GPU_CONFIGS, _cfg(4, BLOCK_CO=16, BLOCK_CI=16, BLOCK_L=32)),
-                 key=["Cin", "Cout", "L", "B_PER_SPLIT"])
-@triton.jit
-def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_PER_SPLIT,
+def wgrad_smem_bytes(config: triton.Config, elem_bytes: int) -> int:
+    """Shared memory (upper bound) of a weight-gradient config: per stage a dy tile (BLOCK_CO x BLOCK_L) and one
+    shifted x tile (BLOCK_L x BLOCK_CI)."""
+    m = config.kwargs
+    return dot_smem_bytes(config.num_stages, m["BLOCK_L"] * (m["BLOCK_CO"] + m["BLOCK_CI"]), elem_bytes)
+
+
+def _wgrad_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    return wgrad_smem_bytes(config, named_args["x_ptr"].element_size()) <= SMEM_LIMIT_BYTES
+
+
+@tuned_autotune(_WGRAD_GPU_CONFIGS, _cfg(4, BLOCK_CO=16, BLOCK_CI=16, BLOCK_L=32), key=["Cin", "Cout", "L",
+                                                                                        "B_PER_SPLIT"],
+                fits=_wgrad_fits)
+@triton.jit(do_not_specialize=["TUNE_KEY"])
+def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_PER_SPLIT, TUNE_KEY,
                             s_db, s_dc, s_dl, s_xb, s_xc, s_xl,
-                            DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_CO: tl.constexpr,
-                            BLOCK_CI: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Grid (co-tiles, ci-tiles, splits): partial dW[split, co, ci, k] = sum over the split's batches and all l of
-    dy[b, co, l] x[b, ci, l + k - 1] (tl.dot over l), and partial dbias[split, co] (written by ci-tile 0)."""
-    pid_co = tl.program_id(0)
+                            DOT_F32: tl.constexpr, PRECISION: tl.constexpr, VEC: tl.constexpr,
+                            BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Grid (co-tiles * 3, ci-tiles, splits); program (3 * co-tile + k, ci-tile, split) computes the partial
+    dW[split, co, ci, k] = sum over the split's batches and all l of dy[b, co, l] x[b, ci, l + k - 1] (tl.dot
+    over l) for its one tap k, and the tap-0 programs of ci-tile 0 the partial dbias[split, co].
+
+    One tap per program keeps a single (BLOCK_CO, BLOCK_CI) fp32 accumulator: three of them (one per tap) in one
+    program spilled at 255 registers in fp32 (measured offline, bench/results/triton_offline_sm90.json)."""
+    if VEC > 1:
+        L = (L // VEC) * VEC
+        s_db = (s_db // VEC) * VEC
+        s_dc = (s_dc // VEC) * VEC
+        s_xb = (s_xb // VEC) * VEC
+        s_xc = (s_xc // VEC) * VEC
+    pid0 = tl.program_id(0)
+    pid_co = pid0 // 3
+    k = pid0 - 3 * pid_co
     pid_ci = tl.program_id(1)
     split = tl.program_id(2)
     co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -201,9 +268,7 @@ def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_
     rl = tl.arange(0, BLOCK_L)
     co_m = co < Cout
     ci_m = ci < Cin
-    acc0 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc1 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_CO, BLOCK_CI), dtype=tl.float32)
     accb = tl.zeros((BLOCK_CO,), dtype=tl.float32)
     b_lo = split * B_PER_SPLIT
     n_b = tl.minimum(B - b_lo, B_PER_SPLIT)
@@ -214,31 +279,19 @@ def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_
             ls = l0 + rl
             gy = tl.load(dy_base + co[:, None] * s_dc + ls[None, :] * s_dl, mask=co_m[:, None] & (ls < L)[None, :],
                          other=0.0)
-            s0 = ls - 1
-            s2 = ls + 1
-            x0 = tl.load(x_base + ci[None, :] * s_xc + s0[:, None] * s_xl,
-                         mask=ci_m[None, :] & ((s0 >= 0) & (s0 < L))[:, None], other=0.0)
-            x1 = tl.load(x_base + ci[None, :] * s_xc + ls[:, None] * s_xl,
-                         mask=ci_m[None, :] & (ls < L)[:, None], other=0.0)
-            x2 = tl.load(x_base + ci[None, :] * s_xc + s2[:, None] * s_xl,
-                         mask=ci_m[None, :] & (s2 < L)[:, None], other=0.0)
+            src = ls + (k - 1)
+            xv = tl.load(x_base + ci[None, :] * s_xc + src[:, None] * s_xl,
+                         mask=ci_m[None, :] & ((src >= 0) & (src < L))[:, None], other=0.0)
             if DOT_F32:
                 gy = gy.to(tl.float32)
-                x0 = x0.to(tl.float32)
-                x1 = x1.to(tl.float32)
-                x2 = x2.to(tl.float32)
-            acc0 = _mma(gy, x0, acc0, PRECISION)
-            acc1 = _mma(gy, x1, acc1, PRECISION)
-            acc2 = _mma(gy, x2, acc2, PRECISION)
+                xv = xv.to(tl.float32)
+            acc = _mma(gy, xv, acc, PRECISION)
             accb += tl.sum(gy.to(tl.float32), 1)
         dy_base += s_db
         x_base += s_xb
-    off = ((split.to(tl.int64) * Cout + co[:, None]) * Cin + ci[None, :]) * 3
-    m = co_m[:, None] & ci_m[None, :]
-    tl.store(pdw_ptr + off, acc0, mask=m)
-    tl.store(pdw_ptr + off + 1, acc1, mask=m)
-    tl.store(pdw_ptr + off + 2, acc2, mask=m)
-    tl.store(pdb_ptr + split * Cout + co, accb, mask=co_m & ((co * 0 + pid_ci) == 0))  # block mask
+    off = ((split.to(tl.int64) * Cout + co[:, None]) * Cin + ci[None, :]) * 3 + k
+    tl.store(pdw_ptr + off, acc, mask=co_m[:, None] & ci_m[None, :])
+    tl.store(pdb_ptr + split * Cout + co, accb, mask=co_m & ((co * 0 + pid_ci + k) == 0))  # block mask
 
 
 # ------------------------------------------------------------------------------------------ Python wrappers
@@ -274,14 +327,37 @@ def conv1d_k3_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, 
     else:
         pmean = pm2 = out
 
-    def grid(meta):
-        return (n_lt, cdiv(Cout, meta["BLOCK_CO"]), B)
-
-    _conv1d_k3_kernel[grid](x, weight, x if bias is None else bias, out, pmean, pm2, Cin, Cout, L,
-                            *x.stride(), *weight.stride(), 0 if bias is None else bias.stride(0), *out.stride(),
-                            HAS_BIAS=bias is not None, WRITE_STATS=with_stats, **_dot_flags(x.dtype, precision),
-                            BLOCK_L=block_l)
+    weight = _ci_contiguous(weight)
+    x_strides = _sample_strides(x)
+    out_strides = _sample_strides(out)
+    _conv1d_k3_kernel[conv_grid(B, n_lt, Cout)](
+        x, weight, x if bias is None else bias, out, pmean, pm2, Cin, Cout, L, n_lt, tune_key(B),
+        *x_strides, *weight.stride(), 0 if bias is None else bias.stride(0), *out_strides,
+        HAS_BIAS=bias is not None, WRITE_STATS=with_stats, **_dot_flags(x.dtype, precision),
+        VEC=hint_divisor(L, x_strides[0], x_strides[1], out_strides[0], out_strides[1]), BLOCK_L=block_l)
     return out, ((pmean, pm2, block_l) if with_stats else None)
+
+
+def _ci_contiguous(weight: Tensor) -> Tensor:
+    """``weight`` (Cout, Cin, 3) as a view with Cin contiguous (storage (3, Cout, Cin)), so the kernel's W tiles are
+    16-byte loads (K-major, as tf32 MMAs need); a copy of the small weight unless it is already laid out so."""
+    if weight.stride(1) == 1 or weight.shape[1] == 1:
+        return weight
+    return weight.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+
+
+def _sample_strides(t: Tensor) -> tuple[int, int, int]:
+    """``t.stride()`` with the sample stride 0 when B == 1 (so it never limits the alignment hint)."""
+    sb, sc, sl = t.stride()
+    return (0 if t.shape[0] == 1 else sb), sc, sl
+
+
+def conv_grid(B: int, n_ltiles: int, Cout: int):
+    """Launch grid of the forward conv: ``(B * n_ltiles, co-tiles)``, batch folded into axis 0 (limit 2**31 - 1);
+    a callable of the autotuned meta-parameters (BLOCK_CO), as ``kernel[grid]`` expects."""
+    def grid(meta):
+        return fold_grid(B, n_ltiles, cdiv(Cout, meta["BLOCK_CO"]))
+    return grid
 
 
 def merge_conv_stats(pmean: Tensor, pm2: Tensor, tile_l: int, L: int, num_groups: int,
@@ -315,25 +391,31 @@ def conv1d_k3_wgrad(dy: Tensor, x: Tensor, precision: str = "tf32") -> tuple[Ten
         raise ValueError(f"dy {tuple(dy.shape)} does not match x {tuple(x.shape)}")
     if dy.dtype != x.dtype:
         dy = dy.to(x.dtype)
-    # batch split: enough programs to fill the device (tiles counted at a nominal 64 x 64), at most one per sample
-    tiles = cdiv(Cout, 64) * cdiv(Cin, 64)
+    # batch split: enough programs to fill the device (tiles counted at a nominal 64 x 64, three taps each), at most
+    # one split per sample; axis 2 stays <= 2 * SMs
+    tiles = 3 * cdiv(Cout, 64) * cdiv(Cin, 64)
     split = max(1, min(B, cdiv(2 * _num_sms(x.device), tiles)))
     per_split = cdiv(B, split)
     split = cdiv(B, per_split)
     pdw = new_buffer((split, Cout, Cin, 3), torch.float32, x.device)
     pdb = new_buffer((split, Cout), torch.float32, x.device)
 
-    def grid(meta):
-        return (cdiv(Cout, meta["BLOCK_CO"]), cdiv(Cin, meta["BLOCK_CI"]), split)
+    dy_strides = _sample_strides(dy)
+    x_strides = _sample_strides(x)
 
-    _conv1d_k3_wgrad_kernel[grid](dy, x, pdw, pdb, B, Cin, Cout, L, per_split, *dy.stride(), *x.stride(),
-                                  **_dot_flags(x.dtype, precision))
+    def grid(meta):
+        return (3 * cdiv(Cout, meta["BLOCK_CO"]), cdiv(Cin, meta["BLOCK_CI"]), split)
+
+    _conv1d_k3_wgrad_kernel[grid](dy, x, pdw, pdb, B, Cin, Cout, L, per_split, tune_key(B), *dy_strides, *x_strides,
+                                  **_dot_flags(x.dtype, precision),
+                                  VEC=hint_divisor(L, dy_strides[0], dy_strides[1], x_strides[0], x_strides[1]))
     return pdw.sum(dim=0), pdb.sum(dim=0)
 
 
 def _transposed_weight(weight: Tensor) -> Tensor:
-    """W'[ci, co, k] = W[co, ci, 2 - k]: the weight of the transposed (input-gradient) convolution."""
-    return weight.transpose(0, 1).flip(-1)
+    """W'[ci, co, k] = W[co, ci, 2 - k]: the weight of the transposed (input-gradient) convolution, stored tap-major
+    with its input channels (co) contiguous, as the kernel reads it (one copy)."""
+    return weight.permute(2, 1, 0).flip(0).contiguous().permute(1, 2, 0)
 
 
 def conv1d_k3_backward(dh: Tensor, x: Tensor, weight: Tensor, need_dx: bool, need_dw: bool, need_db: bool,

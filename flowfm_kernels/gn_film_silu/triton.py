@@ -30,8 +30,27 @@ Kernels and launch plan (one "read" below is one pass over a (B, C, L) tensor):
     (1 read + 1 write); backward = reduction kernel writing per-(b, c, l-tile) partials of S1, S2 (summed by
     ``torch.sum`` in a fixed order) + dh kernel (1 read of h and dy, 1 write).
 
-Reductions are deterministic: no atomics; every partial is written to its own slot and reduced in a fixed order.
-Strided (non-contiguous) h, dy, scale, shift, gamma, beta are read in place through their strides (no copies).
+Memory access: the forward kernels treat each group as one flat span of CPG * L elements of the sample's row
+(the apply and dh kernels tile the whole row, like the loss and ODE kernels), with the divisibility hint VEC of
+:mod:`flowfm_kernels.triton_support`, so fp32 and bf16 loads are 16-byte vectors at the production lengths
+(offline PTX check, bench/results/triton_offline_sm90.md). The backward reductions need per-channel sums and keep
+(channel, l) tiles; L and the row strides are hinted (L = 300: 4-element vectors). Non-uniformly strided operands
+take the general indexing path (scalar loads). Grids put the batch on axis 0 (``fold_grid``): B = 100,000 launches.
+
+In place: ``out=h`` (exactly h) is supported by :func:`gn_film_silu_forward` / :func:`gn_film_silu_apply`; the
+autotuner restores ``out`` between its timing runs (``restore_value``), so the first call per shape is correct too.
+
+Determinism: no float atomics; every partial has its own slot and is reduced in a fixed order, so with the *same
+autotune config* results are bitwise identical run to run. The apply and dh kernels are elementwise (their results
+do not depend on the config); the fused kernels' and the stats kernel's reduction trees depend on num_warps /
+BLOCK, which the autotuner picks by timing, so across processes bits can differ unless the configs are pinned:
+``FLOWFM_DETERMINISTIC=1`` or ``torch.use_deterministic_algorithms(True)`` keeps the first fitting config per shape
+bucket (:func:`~flowfm_kernels.triton_support.select_configs`), bitwise reproducible across processes on the same
+GPU model and Triton version.
+
+Autotune keys: shape, dtypes and ``TUNE_KEY`` (batch bucket + pinned flag, :func:`~flowfm_kernels.triton_support.
+tune_key`); pruned: 4-warp fused forward / backward above 4,096 elements per group (255-register cap), tiles
+longer than the span. Tuning results are cached on disk across processes where Triton supports it.
 
 Bytes / FLOPs per call (:func:`gn_film_silu_cost`; e = element size of h): forward 2 * B*C*L * e bytes (fused; tiled
 3 * B*C*L * e) and ~11 FLOPs per element; backward 3 * B*C*L * e bytes (fused; tiled 5 * B*C*L * e) and ~25 FLOPs
@@ -55,8 +74,10 @@ import torch
 import triton
 import triton.language as tl
 
-from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, autotune_configs, cdiv, check_float,
-                                           check_launchable, check_output, dtype_bytes, next_power_of_2)
+from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, cdiv, check_float, check_launchable,
+                                           check_output, dtype_bytes, fold_grid, hint_divisor, next_power_of_2,
+                                           pow2_divisor, row_layouts, row_tile, sample_offsets, stride_args,
+                                           tune_key, tuned_autotune)
 
 #: Largest next_pow2(CPG) * next_pow2(L) tile a single program holds in registers (fused one-pass path).
 FUSED_MAX_ELEMS = 8192
@@ -187,120 +208,148 @@ def _silu_grad(z):
 
 
 # ------------------------------------------------------------------------------------------------ kernels
-@triton.autotune(configs=autotune_configs([_cfg(4), _cfg(8), _cfg(16)], _cfg(4)), key=["CPG", "L"])
-@triton.jit
+# Group spans: with every operand's rows uniformly strided (FLAT, the contiguous case), the CPG * L elements of
+# group g of sample b are one span n in [g * NG, (g + 1) * NG) of the sample's row (n = c * L + l); the span kernels
+# load it as one 1-D block with the divisibility hint VEC (row_tile / sample_offsets, as the loss and ODE kernels
+# do), so loads are 16-byte vectors at every production length (fp32 VEC 4, bf16 VEC 8), and per-element channels
+# c = n // L gather the (cached) FiLM parameters. The per-channel reductions of the backward keep (channel, l)
+# tiles, with L and the channel strides hinted by VEC.
+
+def _fused_bwd_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    """Prune: the fused backward at 4 warps hits the 255-register cap above 4,096 elements per group (measured
+    offline, bench/results/triton_offline_sm90.json): keep 4 warps for groups up to 4,096 elements only."""
+    return config.num_warps > 4 or meta["BLOCK_C"] * meta["BLOCK_L"] <= 4096
+
+
+def _fused_fwd_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    """Prune: the fused forward at 4 warps spills at 8,192-element groups (255 registers; measured offline): keep 4
+    warps for spans up to 4,096 elements."""
+    return config.num_warps > 4 or meta["BLOCK"] <= 4096
+
+
+def _span_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    """Prune span tiles longer than the span needs (at least the smallest config is kept)."""
+    return config.kwargs["BLOCK"] <= max(1024, next_power_of_2(int(named_args["NG"])))
+
+
+def _row_fits(config: triton.Config, named_args: dict, meta: dict) -> bool:
+    return config.kwargs["BLOCK"] <= max(512, next_power_of_2(int(named_args["N"])))
+
+
+_SPAN_CONFIGS = [_cfg(4, BLOCK=1024), _cfg(4, BLOCK=2048), _cfg(8, BLOCK=2048), _cfg(8, BLOCK=4096)]
+_ROW_CONFIGS = [_cfg(4, BLOCK=1024), _cfg(4, BLOCK=512), _cfg(4, BLOCK=2048), _cfg(8, BLOCK=2048),
+                _cfg(8, BLOCK=4096)]
+
+
+@tuned_autotune([_cfg(8), _cfg(4), _cfg(16)], _cfg(4), key=["CPG", "L"], fits=_fused_fwd_fits,
+                restore_value=["y_ptr"])
+@triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_fused_fwd_kernel(h_ptr, y_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
-                         L, G, CPG, s_hb, s_hc, s_hl, s_yb, s_yc, s_yl,
+                         L, G, CPG, NG, TUNE_KEY, s_hb, s_h1, s_h2, s_yb, s_y1, s_y2,
                          s_gm, s_bt, s_sb, s_sc, s_tb, s_tc, eps,
                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                         HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """One program per (b, g): the whole group in registers; two-pass statistics; one read, one write."""
+                         HAS_SHIFT: tl.constexpr, FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per (b, g): the group's NG = CPG * L elements as one span in registers; two-pass statistics;
+    one read, one write. y may be h itself (the tuner restores y between its timing runs)."""
+    if VEC > 1:
+        NG = (NG // VEC) * VEC
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
-    rc = tl.arange(0, BLOCK_C)
-    rl = tl.arange(0, BLOCK_L)
-    cmask = rc < CPG
-    lmask = rl < L
-    m = cmask[:, None] & lmask[None, :]
-    c = g * CPG + rc
+    r = tl.arange(0, BLOCK)
+    m = r < NG
+    n = g * NG + r
     b64 = b.to(tl.int64)
-    x = tl.load(h_ptr + b64 * s_hb + c[:, None] * s_hc + rl[None, :] * s_hl, mask=m, other=0.0).to(tl.float32)
-    n = tl.sum(tl.sum(m.to(tl.float32), 1), 0)
-    mean = tl.sum(tl.sum(x, 1), 0) / n
+    x = tl.load(h_ptr + sample_offsets(b64, n, L, s_hb, s_h1, s_h2, FLAT, VEC), mask=m, other=0.0).to(tl.float32)
+    cnt = tl.sum(m.to(tl.float32), 0)
+    mean = tl.sum(x, 0) / cnt
     d = tl.where(m, x - mean, 0.0)
-    var = tl.sum(tl.sum(d * d, 1), 0) / n
-    rstd = 1.0 / tl.sqrt(var + eps)
-    gamma, beta, one_s, shift = _load_film(b64, c, cmask, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
+    rstd = 1.0 / tl.sqrt(tl.sum(d * d, 0) / cnt + eps)
+    c = n // L
+    gamma, beta, one_s, shift = _load_film(b64, c, m, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                                            s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                                            HAS_GAMMA, HAS_BETA, HAS_SCALE, HAS_SHIFT)
-    a = rstd * gamma * one_s
-    bb = beta * one_s + shift
-    z = d * a[:, None] + bb[:, None]
-    y = _silu(z)
-    tl.store(y_ptr + b64 * s_yb + c[:, None] * s_yc + rl[None, :] * s_yl, y.to(y_ptr.dtype.element_ty), mask=m)
+    y = _silu(d * (rstd * gamma * one_s) + (beta * one_s + shift))
+    tl.store(y_ptr + sample_offsets(b64, n, L, s_yb, s_y1, s_y2, FLAT, VEC), y.to(y_ptr.dtype.element_ty), mask=m)
     tl.store(mean_ptr + pid, mean)
     tl.store(rstd_ptr + pid, rstd)
 
 
-@triton.autotune(configs=autotune_configs([_cfg(4, BLOCK_C=8, BLOCK_L=256), _cfg(4, BLOCK_C=16, BLOCK_L=128),
-                                           _cfg(8, BLOCK_C=16, BLOCK_L=256), _cfg(8, BLOCK_C=32, BLOCK_L=256)],
-                                          _cfg(4, BLOCK_C=4, BLOCK_L=64)), key=["CPG", "L"])
-@triton.jit
-def _gn_stats_kernel(h_ptr, mean_ptr, rstd_ptr, L, G, CPG, s_hb, s_hc, s_hl, eps,
-                     BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """One program per (b, g): tiles of (BLOCK_C, BLOCK_L), each two-pass in registers, merged with Chan's
+@tuned_autotune(_SPAN_CONFIGS, _cfg(4, BLOCK=256), key=["NG"], fits=_span_fits)
+@triton.jit(do_not_specialize=["TUNE_KEY"])
+def _gn_stats_kernel(h_ptr, mean_ptr, rstd_ptr, L, G, NG, TUNE_KEY, s_hb, s_h1, s_h2, eps,
+                     FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per (b, g): the group span in BLOCK-element tiles, each two-pass in registers, merged with Chan's
     update (n, mean, M2) <- (n_a + n_b, mean_a + delta n_b / n, M2_a + M2_b + delta^2 n_a n_b / n)."""
+    if VEC > 1:
+        NG = (NG // VEC) * VEC
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
-    base = h_ptr + b.to(tl.int64) * s_hb
-    rc = tl.arange(0, BLOCK_C)
-    rl = tl.arange(0, BLOCK_L)
+    b64 = b.to(tl.int64)
+    r = tl.arange(0, BLOCK)
     n_a = 0.0
     mean_a = 0.0
     m2_a = 0.0
-    for c0 in range(0, CPG, BLOCK_C):
-        cmask = (c0 + rc) < CPG
-        c = g * CPG + c0 + rc
-        for l0 in range(0, L, BLOCK_L):
-            ls = l0 + rl
-            m = cmask[:, None] & (ls < L)[None, :]
-            x = tl.load(base + c[:, None] * s_hc + ls[None, :] * s_hl, mask=m, other=0.0).to(tl.float32)
-            n_b = tl.sum(tl.sum(m.to(tl.float32), 1), 0)
-            mean_b = tl.sum(tl.sum(x, 1), 0) / n_b
-            d = tl.where(m, x - mean_b, 0.0)
-            m2_b = tl.sum(tl.sum(d * d, 1), 0)
-            n_ab = n_a + n_b
-            delta = mean_b - mean_a
-            mean_a = mean_a + delta * (n_b / n_ab)
-            m2_a = m2_a + m2_b + delta * delta * (n_a * n_b / n_ab)
-            n_a = n_ab
+    for j0 in range(0, NG, BLOCK):
+        j = j0 + r
+        m = j < NG
+        x = tl.load(h_ptr + sample_offsets(b64, g * NG + j, L, s_hb, s_h1, s_h2, FLAT, VEC), mask=m,
+                    other=0.0).to(tl.float32)
+        n_b = tl.sum(m.to(tl.float32), 0)
+        mean_b = tl.sum(x, 0) / n_b
+        d = tl.where(m, x - mean_b, 0.0)
+        m2_b = tl.sum(d * d, 0)
+        n_ab = n_a + n_b
+        delta = mean_b - mean_a
+        mean_a = mean_a + delta * (n_b / n_ab)
+        m2_a = m2_a + m2_b + delta * delta * (n_a * n_b / n_ab)
+        n_a = n_ab
     tl.store(mean_ptr + pid, mean_a)
     tl.store(rstd_ptr + pid, 1.0 / tl.sqrt(m2_a / n_a + eps))
 
 
-@triton.autotune(configs=autotune_configs([_cfg(4, BLOCK_C=8, BLOCK_L=256), _cfg(4, BLOCK_C=16, BLOCK_L=128),
-                                           _cfg(8, BLOCK_C=16, BLOCK_L=256), _cfg(8, BLOCK_C=32, BLOCK_L=128)],
-                                          _cfg(4, BLOCK_C=16, BLOCK_L=64)), key=["C", "L"])
-@triton.jit
+@tuned_autotune(_ROW_CONFIGS, _cfg(4, BLOCK=256), key=["N", "L"], fits=_row_fits, restore_value=["y_ptr"])
+@triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_apply_kernel(h_ptr, y_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
-                     C, L, G, CPG, s_hb, s_hc, s_hl, s_yb, s_yc, s_yl,
+                     N, L, G, CPG, TUNE_KEY, s_hb, s_h1, s_h2, s_yb, s_y1, s_y2,
                      s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                      HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                     HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Grid (l-tiles, c-tiles, B): y = SiLU((h - mean) * rstd * gamma * (1 + s) + beta * (1 + s) + shift)."""
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    ls = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    cmask = c < C
-    m = cmask[:, None] & (ls < L)[None, :]
-    b64 = b.to(tl.int64)
+                     HAS_SHIFT: tl.constexpr, FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    """1-D grid of B * ceil(N / BLOCK) programs over rows of N = C * L elements (row_tile):
+    y = SiLU((h - mean) * rstd * gamma * (1 + s) + beta * (1 + s) + shift), channel c = n // L, group c // CPG.
+    Elementwise (no reduction): the result does not depend on the config. y may be h itself."""
+    b64, n, m, N = row_tile(N, BLOCK, VEC)
+    c = n // L
     grp = c // CPG
-    mean = tl.load(mean_ptr + b * G + grp, mask=cmask, other=0.0)
-    rstd = tl.load(rstd_ptr + b * G + grp, mask=cmask, other=1.0)
-    gamma, beta, one_s, shift = _load_film(b64, c, cmask, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
+    mean = tl.load(mean_ptr + b64 * G + grp, mask=m, other=0.0)
+    rstd = tl.load(rstd_ptr + b64 * G + grp, mask=m, other=1.0)
+    gamma, beta, one_s, shift = _load_film(b64, c, m, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                                            s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                                            HAS_GAMMA, HAS_BETA, HAS_SCALE, HAS_SHIFT)
-    a = rstd * gamma * one_s
-    bb = beta * one_s + shift
-    x = tl.load(h_ptr + b64 * s_hb + c[:, None] * s_hc + ls[None, :] * s_hl, mask=m, other=0.0).to(tl.float32)
-    z = (x - mean[:, None]) * a[:, None] + bb[:, None]
-    y = _silu(z)
-    tl.store(y_ptr + b64 * s_yb + c[:, None] * s_yc + ls[None, :] * s_yl, y.to(y_ptr.dtype.element_ty), mask=m)
+    x = tl.load(h_ptr + sample_offsets(b64, n, L, s_hb, s_h1, s_h2, FLAT, VEC), mask=m, other=0.0).to(tl.float32)
+    y = _silu((x - mean) * (rstd * gamma * one_s) + (beta * one_s + shift))
+    tl.store(y_ptr + sample_offsets(b64, n, L, s_yb, s_y1, s_y2, FLAT, VEC), y.to(y_ptr.dtype.element_ty), mask=m)
 
 
-@triton.autotune(configs=autotune_configs([_cfg(4), _cfg(8), _cfg(16)], _cfg(4)), key=["CPG", "L"])
-@triton.jit
+@tuned_autotune([_cfg(8), _cfg(4), _cfg(16)], _cfg(4), key=["CPG", "L"], fits=_fused_bwd_fits)
+@triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_fused_bwd_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                          dh_ptr, s1_ptr, s2_ptr,
-                         C, L, G, CPG, s_db, s_dc, s_dl, s_hb, s_hc, s_hl, s_ob, s_oc, s_ol,
+                         C, L, G, CPG, TUNE_KEY, s_db, s_dc, s_dl, s_hb, s_hc, s_hl, s_ob, s_oc, s_ol,
                          s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                         HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """One program per (b, g): dz, S1/S2 per channel, the group means of g and g * xhat, and dh, in one pass."""
+                         HAS_SHIFT: tl.constexpr, VEC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """One program per (b, g): dz, S1/S2 per channel, the group means of g and g * xhat, and dh, in one pass.
+    ``VEC`` divides L and the channel / sample strides (host-checked), so rows load as vectors."""
+    if VEC > 1:
+        L = (L // VEC) * VEC
+        s_db = (s_db // VEC) * VEC
+        s_dc = (s_dc // VEC) * VEC
+        s_hb = (s_hb // VEC) * VEC
+        s_hc = (s_hc // VEC) * VEC
+        s_ob = (s_ob // VEC) * VEC
+        s_oc = (s_oc // VEC) * VEC
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -332,28 +381,36 @@ def _gn_fused_bwd_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr,
     tl.store(s2_ptr + b64 * C + c, s2, mask=cmask)
 
 
-@triton.autotune(configs=autotune_configs([_cfg(4, BLOCK_C=8), _cfg(4, BLOCK_C=16), _cfg(8, BLOCK_C=32)],
-                                          _cfg(4, BLOCK_C=16)), key=["C", "L"])
-@triton.jit
+@tuned_autotune([_cfg(4, BLOCK_C=8), _cfg(4, BLOCK_C=16), _cfg(8, BLOCK_C=32)], _cfg(4, BLOCK_C=16),
+                key=["C", "L"])
+@triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_bwd_reduce_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                           p1_ptr, p2_ptr,
-                          C, L, G, CPG, s_db, s_dc, s_dl, s_hb, s_hc, s_hl,
+                          C, L, G, CPG, N_LT, TUNE_KEY, s_db, s_dc, s_dl, s_hb, s_hc, s_hl,
                           s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                           HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                          HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Grid (l-tiles, c-tiles, B): partial S1 = sum dz and S2 = sum dz * xhat of one tile, per channel, stored at
-    ``p[b, c, l_tile]`` (reduced over l-tiles afterwards in a fixed order)."""
-    pid_l = tl.program_id(0)
+                          HAS_SHIFT: tl.constexpr, VEC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Grid (B * N_LT, c-tiles); program (b * N_LT + l-tile, c-tile): partial S1 = sum dz and S2 = sum dz * xhat of
+    one tile, per channel, stored at ``p[b, c, l_tile]`` (reduced over l-tiles afterwards in a fixed order). The
+    partials do not depend on the config (each channel's tile sum is over the fixed BLOCK_L)."""
+    if VEC > 1:
+        L = (L // VEC) * VEC
+        s_db = (s_db // VEC) * VEC
+        s_dc = (s_dc // VEC) * VEC
+        s_hb = (s_hb // VEC) * VEC
+        s_hc = (s_hc // VEC) * VEC
+    pid0 = tl.program_id(0)
+    b = pid0 // N_LT
+    pid_l = pid0 - b * N_LT
     pid_c = tl.program_id(1)
-    b = tl.program_id(2)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     ls = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     cmask = c < C
     m = cmask[:, None] & (ls < L)[None, :]
     b64 = b.to(tl.int64)
     grp = c // CPG
-    mean = tl.load(mean_ptr + b * G + grp, mask=cmask, other=0.0)
-    rstd = tl.load(rstd_ptr + b * G + grp, mask=cmask, other=1.0)
+    mean = tl.load(mean_ptr + b64 * G + grp, mask=cmask, other=0.0)
+    rstd = tl.load(rstd_ptr + b64 * G + grp, mask=cmask, other=1.0)
     gamma, beta, one_s, shift = _load_film(b64, c, cmask, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                                            s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                                            HAS_GAMMA, HAS_BETA, HAS_SCALE, HAS_SHIFT)
@@ -362,59 +419,95 @@ def _gn_bwd_reduce_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr
     xhat = tl.where(m, (x - mean[:, None]) * rstd[:, None], 0.0)
     z = (xhat * gamma[:, None] + beta[:, None]) * one_s[:, None] + shift[:, None]
     dz = tl.where(m, dy * _silu_grad(z), 0.0)
-    n_lt = tl.num_programs(0)
-    off = (b64 * C + c) * n_lt + pid_l
+    off = (b64 * C + c) * N_LT + pid_l
     tl.store(p1_ptr + off, tl.sum(dz, 1), mask=cmask)
     tl.store(p2_ptr + off, tl.sum(dz * xhat, 1), mask=cmask)
 
 
-@triton.autotune(configs=autotune_configs([_cfg(4, BLOCK_C=8, BLOCK_L=256), _cfg(4, BLOCK_C=16, BLOCK_L=128),
-                                           _cfg(8, BLOCK_C=16, BLOCK_L=256), _cfg(8, BLOCK_C=32, BLOCK_L=128)],
-                                          _cfg(4, BLOCK_C=16, BLOCK_L=64)), key=["C", "L"])
-@triton.jit
+@tuned_autotune(_ROW_CONFIGS, _cfg(4, BLOCK=256), key=["N", "L"], fits=_row_fits)
+@triton.jit(do_not_specialize=["TUNE_KEY"])
 def _gn_bwd_dh_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, c1_ptr, c2_ptr, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
-                      dh_ptr, C, L, G, CPG, s_db, s_dc, s_dl, s_hb, s_hc, s_hl, s_ob, s_oc, s_ol,
+                      dh_ptr, N, L, G, CPG, TUNE_KEY, s_db, s_d1, s_d2, s_hb, s_h1, s_h2, s_ob, s_o1, s_o2,
                       s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                       HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_SCALE: tl.constexpr,
-                      HAS_SHIFT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Grid (l-tiles, c-tiles, B): dh = rstd * (g - c1[b, grp] - xhat * c2[b, grp]), g = dz * gamma * (1 + s)."""
-    pid_l = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    ls = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
-    cmask = c < C
-    m = cmask[:, None] & (ls < L)[None, :]
-    b64 = b.to(tl.int64)
-    grp = c // CPG
-    mean = tl.load(mean_ptr + b * G + grp, mask=cmask, other=0.0)
-    rstd = tl.load(rstd_ptr + b * G + grp, mask=cmask, other=1.0)
-    c1 = tl.load(c1_ptr + b * G + grp, mask=cmask, other=0.0)
-    c2 = tl.load(c2_ptr + b * G + grp, mask=cmask, other=0.0)
-    gamma, beta, one_s, shift = _load_film(b64, c, cmask, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
+                      HAS_SHIFT: tl.constexpr, FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
+    """1-D grid over rows of N = C * L elements (row_tile): dh = rstd * (g - c1[b, grp] - xhat * c2[b, grp]),
+    g = dz * gamma * (1 + s). Elementwise: config-independent."""
+    b64, n, m, N = row_tile(N, BLOCK, VEC)
+    c = n // L
+    grp = b64 * G + c // CPG
+    mean = tl.load(mean_ptr + grp, mask=m, other=0.0)
+    rstd = tl.load(rstd_ptr + grp, mask=m, other=1.0)
+    c1 = tl.load(c1_ptr + grp, mask=m, other=0.0)
+    c2 = tl.load(c2_ptr + grp, mask=m, other=0.0)
+    gamma, beta, one_s, shift = _load_film(b64, c, m, gamma_ptr, beta_ptr, scale_ptr, shift_ptr,
                                            s_gm, s_bt, s_sb, s_sc, s_tb, s_tc,
                                            HAS_GAMMA, HAS_BETA, HAS_SCALE, HAS_SHIFT)
-    x = tl.load(h_ptr + b64 * s_hb + c[:, None] * s_hc + ls[None, :] * s_hl, mask=m, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + b64 * s_db + c[:, None] * s_dc + ls[None, :] * s_dl, mask=m, other=0.0).to(tl.float32)
-    xhat = (x - mean[:, None]) * rstd[:, None]
-    z = (xhat * gamma[:, None] + beta[:, None]) * one_s[:, None] + shift[:, None]
+    x = tl.load(h_ptr + sample_offsets(b64, n, L, s_hb, s_h1, s_h2, FLAT, VEC), mask=m, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + sample_offsets(b64, n, L, s_db, s_d1, s_d2, FLAT, VEC), mask=m, other=0.0).to(tl.float32)
+    xhat = (x - mean) * rstd
+    z = (xhat * gamma + beta) * one_s + shift
     dz = dy * _silu_grad(z)
-    dh = (dz * (gamma * one_s)[:, None] - c1[:, None] - xhat * c2[:, None]) * rstd[:, None]
-    tl.store(dh_ptr + b64 * s_ob + c[:, None] * s_oc + ls[None, :] * s_ol, dh.to(dh_ptr.dtype.element_ty), mask=m)
+    dh = (dz * (gamma * one_s) - c1 - xhat * c2) * rstd
+    tl.store(dh_ptr + sample_offsets(b64, n, L, s_ob, s_o1, s_o2, FLAT, VEC), dh.to(dh_ptr.dtype.element_ty),
+             mask=m)
 
 
 # ------------------------------------------------------------------------------------------- Python wrappers
+def _span_layout(cpg: int, L: int, *tensors: Optional[Tensor]) -> tuple[bool, int, list]:
+    """``(flat, vec, layouts)`` of the group-span kernels: :func:`row_layouts` of the operands, with ``vec`` also
+    dividing the span length NG = CPG * L (group starts g * NG must be provably aligned)."""
+    flat, vec, layouts = row_layouts(*tensors)
+    return flat, min(vec, pow2_divisor(cpg * L)), layouts
+
+
+def _tile_vec(L: int, *tensors: Tensor) -> int:
+    """The alignment hint of the (channel, l) tile kernels: a power of two dividing L and every operand's channel
+    and sample strides (1 unless the rows are contiguous along L)."""
+    values = [L]
+    for t in tensors:
+        sb, sc, sl = t.stride()
+        if sl != 1 and L > 1:
+            return 1
+        values += [0 if t.shape[0] == 1 else sb, sc]
+    return hint_divisor(*values)
+
+
+def row_grid(B: int, N: int):
+    """Grid of the row kernels (apply, dh): ``(B * ceil(N / BLOCK), 1, 1)`` (batch folded into axis 0)."""
+    def grid(meta):
+        return fold_grid(B, cdiv(N, meta["BLOCK"]))
+    return grid
+
+
+def reduce_grid(B: int, n_ltiles: int, C: int):
+    """Grid of the tiled backward's reduction: ``(B * n_ltiles, c-tiles, 1)`` (batch folded into axis 0)."""
+    def grid(meta):
+        return fold_grid(B, n_ltiles, cdiv(C, meta["BLOCK_C"]))
+    return grid
+
+
 def group_stats(h: Tensor, num_groups: int, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Per-(sample, group) ``mean`` and ``rstd = 1/sqrt(var + eps)`` of h (B, C, L): two (B, G) fp32 tensors.
 
-    One read of h (stable tiled two-pass + Chan merge; see :func:`_gn_stats_kernel`)."""
+    One read of h (group spans in tiles, each two-pass, Chan merge; see :func:`_gn_stats_kernel`)."""
     check_gn_args(h, None, None, None, None, num_groups)
     B, C, L = h.shape
     G = num_groups
+    cpg = C // G
     mean = new_buffer((B, G), torch.float32, h.device)
     rstd = new_buffer((B, G), torch.float32, h.device)
-    _gn_stats_kernel[(B * G,)](h, mean, rstd, L, G, C // G, *h.stride(), float(eps))
+    flat, vec, (lay,) = _span_layout(cpg, L, h)
+    _gn_stats_kernel[(fold_grid(B, G))](h, mean, rstd, L, G, cpg * L, tune_key(B), *lay.args(flat), float(eps),
+                                        FLAT=flat, VEC=vec)
     return mean, rstd
+
+
+def _check_out(out: Optional[Tensor], h: Tensor) -> Tensor:
+    if out is None:
+        return new_buffer(tuple(h.shape), h.dtype, h.device)
+    check_output(out, h, h=h)
+    return out
 
 
 def gn_film_silu_apply(h: Tensor, mean: Tensor, rstd: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor],
@@ -422,23 +515,17 @@ def gn_film_silu_apply(h: Tensor, mean: Tensor, rstd: Tensor, gamma: Optional[Te
                        out: Optional[Tensor] = None) -> Tensor:
     """``y = SiLU(((h - mean) * rstd * gamma + beta) * (1 + scale) + shift)`` from precomputed (B, G) statistics.
 
-    One read of h, one write of y (``out`` if given: any strides, shape of h; else a new contiguous tensor in h's
-    dtype)."""
+    One read of h, one write of y (``out`` if given: any strides, shape of h, may be ``h`` itself (in place); else a
+    new contiguous tensor in h's dtype)."""
     check_gn_args(h, gamma, beta, scale, shift, num_groups)
     B, C, L = h.shape
     G = num_groups
     _check_stats(mean, rstd, B, G)
-    if out is None:
-        out = new_buffer((B, C, L), h.dtype, h.device)
-    else:
-        check_output(out, h, h=h)
+    out = _check_out(out, h)
     ptrs, strides, flags = _param_args(gamma, beta, scale, shift, h)
-
-    def grid(meta):
-        return (cdiv(L, meta["BLOCK_L"]), cdiv(C, meta["BLOCK_C"]), B)
-
-    _gn_apply_kernel[grid](h, out, mean, rstd, *ptrs, C, L, G, C // G, *h.stride(), *out.stride(), *strides,
-                           **flags)
+    flat, vec, layouts = row_layouts(h, out)
+    _gn_apply_kernel[row_grid(B, C * L)](h, out, mean, rstd, *ptrs, C * L, L, G, C // G, tune_key(B),
+                                         *stride_args(layouts, flat), *strides, **flags, FLAT=flat, VEC=vec)
     return out
 
 
@@ -447,7 +534,8 @@ def gn_film_silu_forward(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tens
                          out: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     """Forward without autograd: ``(y, mean, rstd)``; y (B, C, L) in h's dtype, mean/rstd (B, G) fp32.
 
-    Fused one-pass kernel when a group fits one program (:func:`use_fused`), else stats + apply."""
+    Fused one-pass kernel when a group fits one program (:func:`use_fused`), else stats + apply. ``out`` as in
+    :func:`gn_film_silu_apply` (``out=h`` updates h in place)."""
     check_gn_args(h, gamma, beta, scale, shift, num_groups)
     B, C, L = h.shape
     G = num_groups
@@ -455,16 +543,14 @@ def gn_film_silu_forward(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tens
     if not use_fused(cpg, L):
         mean, rstd = group_stats(h, G, eps)
         return gn_film_silu_apply(h, mean, rstd, gamma, beta, scale, shift, G, out=out), mean, rstd
-    if out is None:
-        out = new_buffer((B, C, L), h.dtype, h.device)
-    else:
-        check_output(out, h, h=h)
+    out = _check_out(out, h)
     mean = new_buffer((B, G), torch.float32, h.device)
     rstd = new_buffer((B, G), torch.float32, h.device)
     ptrs, strides, flags = _param_args(gamma, beta, scale, shift, h)
-    block_c, block_l = _fused_blocks(cpg, L)
-    _gn_fused_fwd_kernel[(B * G,)](h, out, mean, rstd, *ptrs, L, G, cpg, *h.stride(), *out.stride(), *strides,
-                                   float(eps), **flags, BLOCK_C=block_c, BLOCK_L=block_l)
+    flat, vec, layouts = _span_layout(cpg, L, h, out)
+    _gn_fused_fwd_kernel[fold_grid(B, G)](h, out, mean, rstd, *ptrs, L, G, cpg, cpg * L, tune_key(B),
+                                          *stride_args(layouts, flat), *strides, float(eps), **flags,
+                                          FLAT=flat, VEC=vec, BLOCK=max(16, next_power_of_2(cpg * L)))
     return out, mean, rstd
 
 
@@ -477,7 +563,8 @@ def gn_film_silu_backward_core(dy: Tensor, h: Tensor, mean: Tensor, rstd: Tensor
                                num_groups: int) -> tuple[Tensor, Tensor, Tensor]:
     """``(dh, S1, S2)``: dh (B, C, L) in h's dtype; S1 = sum_l dz, S2 = sum_l dz * xhat, (B, C) fp32.
 
-    Deterministic (no atomics; the tiled path reduces per-l-tile partials with ``torch.sum``)."""
+    No float atomics (the tiled path reduces per-l-tile partials with ``torch.sum``); see the module docstring for
+    what is bitwise reproducible."""
     check_gn_args(h, gamma, beta, scale, shift, num_groups)
     B, C, L = h.shape
     G = num_groups
@@ -493,32 +580,26 @@ def gn_film_silu_backward_core(dy: Tensor, h: Tensor, mean: Tensor, rstd: Tensor
         s1 = new_buffer((B, C), torch.float32, h.device)
         s2 = new_buffer((B, C), torch.float32, h.device)
         block_c, block_l = _fused_blocks(cpg, L)
-        _gn_fused_bwd_kernel[(B * G,)](dy, h, mean, rstd, *ptrs, dh, s1, s2, C, L, G, cpg, *dy.stride(),
-                                       *h.stride(), *dh.stride(), *strides, **flags,
-                                       BLOCK_C=block_c, BLOCK_L=block_l)
+        _gn_fused_bwd_kernel[fold_grid(B, G)](dy, h, mean, rstd, *ptrs, dh, s1, s2, C, L, G, cpg, tune_key(B),
+                                              *dy.stride(), *h.stride(), *dh.stride(), *strides, **flags,
+                                              VEC=_tile_vec(L, dy, h, dh), BLOCK_C=block_c, BLOCK_L=block_l)
         return dh, s1, s2
     block_l = _BWD_REDUCE_BLOCK_L
     n_lt = cdiv(L, block_l)
     p1 = new_buffer((B, C, n_lt), torch.float32, h.device)
     p2 = new_buffer((B, C, n_lt), torch.float32, h.device)
-
-    def grid(meta):
-        return (n_lt, cdiv(C, meta["BLOCK_C"]), B)
-
-    _gn_bwd_reduce_kernel[grid](dy, h, mean, rstd, *ptrs, p1, p2, C, L, G, cpg, *dy.stride(), *h.stride(),
-                                *strides, **flags, BLOCK_L=block_l)
+    _gn_bwd_reduce_kernel[reduce_grid(B, n_lt, C)](dy, h, mean, rstd, *ptrs, p1, p2, C, L, G, cpg, n_lt,
+                                                   tune_key(B), *dy.stride(), *h.stride(), *strides, **flags,
+                                                   VEC=_tile_vec(L, dy, h), BLOCK_L=block_l)
     s1 = p1.sum(dim=2)
     s2 = p2.sum(dim=2)
     coef = _coef(gamma, scale, B, C, h.device)
     n = float(cpg * L)
     c1 = ((coef * s1).view(B, G, cpg).sum(dim=2) / n).contiguous()
     c2 = ((coef * s2).view(B, G, cpg).sum(dim=2) / n).contiguous()
-
-    def grid2(meta):
-        return (cdiv(L, meta["BLOCK_L"]), cdiv(C, meta["BLOCK_C"]), B)
-
-    _gn_bwd_dh_kernel[grid2](dy, h, mean, rstd, c1, c2, *ptrs, dh, C, L, G, cpg, *dy.stride(), *h.stride(),
-                             *dh.stride(), *strides, **flags)
+    flat, vec, layouts = row_layouts(dy, h, dh)
+    _gn_bwd_dh_kernel[row_grid(B, C * L)](dy, h, mean, rstd, c1, c2, *ptrs, dh, C * L, L, G, cpg, tune_key(B),
+                                          *stride_args(layouts, flat), *strides, **flags, FLAT=flat, VEC=vec)
     return dh, s1, s2
 
 
