@@ -1,7 +1,7 @@
 """Observed order of the ODE solvers on FlowFM's own velocity field, in float64 (issue 20), and what the Euler FFD
 of the generation sweep measures.
 
-``python -m bench.solver_order [--checkpoint MODEL ...] [--ffd MODEL]``
+``python -m bench.solver_order [--checkpoint MODEL ...] [--ffd MODEL]`` (defaults: 7 CPU-minutes on one thread)
 
 Order (``solver_order_cpu.json``). The field is v(x, t, z) of a FlowFM in float64: the ``--preset`` network with
 every weight perturbed by ``--perturb`` N(0, 1) (so the field is not trivially zero: the output conv starts at
@@ -182,6 +182,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/results")
     p.add_argument("--skip-order", action="store_true")
+    p.add_argument("--name", default="solver_order_cpu", help="stem of the order result file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -189,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if not args.skip_order:
         fields = {}
         gen = torch.Generator().manual_seed(args.seed + 1)
-        for scale in (float(s) for s in args.scales.split(",")):
+        for scale in (float(s) for s in args.scales.split(",") if s):
             model = perturbed_model(args.preset, scale, args.perturb, args.seed, args.length)
             z = torch.randn(args.batch, model.z_dim, generator=gen, dtype=torch.float64)
             x0 = torch.randn(args.batch, model.config.in_channels, args.length, generator=gen, dtype=torch.float64)
@@ -206,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             print(json.dumps(fields[list(fields)[-1]]["solvers"]), flush=True)
         payload = dict(suite="solver_order", schema=1, argv=vars(args), definition=__doc__, fields=fields,
                        environment=environment())
-        atomic_write_text(out / "solver_order_cpu.json", json.dumps(payload, indent=1))
+        atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     if args.ffd:
         result = ffd_analysis(args.ffd, args.n, _ints(args.ffd_euler), _ints(args.ffd_heun), args.ffd_ref_steps)
         payload = dict(suite="solver_order_ffd", schema=1, argv=vars(args), **result, environment=environment())
