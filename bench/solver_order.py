@@ -183,6 +183,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--out", default="bench/results")
     p.add_argument("--skip-order", action="store_true")
     p.add_argument("--name", default="solver_order_cpu", help="stem of the order result file")
+    p.add_argument("--ffd-name", default="solver_order_ffd_hapt_cpu", help="stem of the FFD result file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -211,7 +212,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.ffd:
         result = ffd_analysis(args.ffd, args.n, _ints(args.ffd_euler), _ints(args.ffd_heun), args.ffd_ref_steps)
         payload = dict(suite="solver_order_ffd", schema=1, argv=vars(args), **result, environment=environment())
-        atomic_write_text(out / "solver_order_ffd_hapt_cpu.json", json.dumps(payload, indent=1))
+        atomic_write_text(out / f"{args.ffd_name}.json", json.dumps(payload, indent=1))
 
 
 if __name__ == "__main__":
