@@ -56,6 +56,9 @@ class FlowFMConfig(ConfigDictMixin):
     affine parameters before the generator's projection, which on HAPT beat diffusion in more settings than the plain
     projection did, README "Design variants"; ``z_rank`` a rank-r bottleneck; :class:`~flowfm.velocity.UNet1d`; the
     probed representation is z itself either way),
+    ``time_embedding_scale`` a, the velocity network's time embedding sinusoidal(a t) (default 1: the field varies
+    slowly enough in t for the solvers to reach their orders at few steps; configs written before the field load
+    with 1000, which made the field oscillate in t with a period of ~0.006; README "Solver order"),
     ``stop_grad_encoder`` the ablation that blocks the
     generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
