@@ -7,6 +7,7 @@ U-Net, the preset every CPU number in README uses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -55,13 +56,17 @@ class FlowFMConfig(ConfigDictMixin):
     affine parameters before the generator's projection, which on HAPT beat diffusion in more settings than the plain
     projection did, README "Design variants"; ``z_rank`` a rank-r bottleneck; :class:`~flowfm.velocity.UNet1d`; the
     probed representation is z itself either way),
+    ``time_embedding_scale`` a, the velocity network's time embedding sinusoidal(a t) (default 1: the field varies
+    slowly enough in t for the solvers to reach their orders at few steps; configs written before the field load
+    with 1000, which made the field oscillate in t with a period of ~0.006; README "Solver order"),
     ``stop_grad_encoder`` the ablation that blocks the
     generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
     """
 
-    #: configs written before z_norm existed describe generators that read z unnormalised
-    LEGACY_DEFAULTS = {"z_norm": "none"}
+    #: configs written before z_norm existed describe generators that read z unnormalised; those written before
+    #: time_embedding_scale existed embed t as sinusoidal(1000 t)
+    LEGACY_DEFAULTS = {"z_norm": "none", "time_embedding_scale": 1000.0}
 
     preset: str = "small"
     in_channels: int = 3
@@ -78,6 +83,7 @@ class FlowFMConfig(ConfigDictMixin):
     logit_normal_std: float = 1.0
     z_norm: str = "layer"
     z_rank: Optional[int] = None
+    time_embedding_scale: float = 1.0
     stop_grad_encoder: bool = False
     encoder_view: str = "augment"
     view_scale: tuple[float, float] = (0.8, 1.2)
@@ -104,6 +110,8 @@ class FlowFMConfig(ConfigDictMixin):
             (self.t_sampling in T_SAMPLINGS, f"t_sampling={self.t_sampling!r}; expected one of {T_SAMPLINGS}"),
             (self.z_norm in Z_NORMS, f"z_norm={self.z_norm!r}; expected one of {Z_NORMS}"),
             (self.z_rank is None or self.z_rank >= 1, f"z_rank must be >= 1 or None, got {self.z_rank}"),
+            (math.isfinite(self.time_embedding_scale) and self.time_embedding_scale > 0,
+             f"time_embedding_scale must be a finite number > 0, got {self.time_embedding_scale}"),
             (self.encoder_view in ENCODER_VIEWS,
              f"encoder_view={self.encoder_view!r}; expected one of {ENCODER_VIEWS}"),
             (self.view_max_shift >= 1, f"view_max_shift must be >= 1 sample, got {self.view_max_shift}"),

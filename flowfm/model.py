@@ -44,7 +44,7 @@ class FlowFM(CheckpointMixin, EmbedMixin, nn.Module):
         self.encoder = ResNetEncoder(cfg.in_channels, cfg.encoder_width)
         self.z_dim = self.encoder.out_dim
         self.velocity_net = UNet1d(cfg.in_channels, self.z_dim, cfg.unet_channels, cfg.unet_blocks, cfg.cond_dim,
-                                   cfg.groups, cfg.z_norm, cfg.z_rank)
+                                   cfg.groups, cfg.z_norm, cfg.z_rank, cfg.time_embedding_scale)
         self.normalizer = ChannelNormalizer(cfg.in_channels)
         self.null_z = nn.Parameter(torch.zeros(self.z_dim))
         self.register_buffer("z_bank", torch.zeros(0, self.z_dim))

@@ -5,10 +5,13 @@
     x = fast_sample(model, n=16, steps=10)                       # unconditional: z drawn from the model's prior
 
 Noise x0 ~ N(0, I) in the normalised space (drawn from ``generator`` for reproducibility), integrated from t = 0 to
-1 with the chosen solver, then de-normalised to g. Unconditional sampling (``n=``) draws its conditions from the
-``prior``: ``"bank"`` draws n rows of the representation bank (``model.z_bank``, representations of training
-windows stored by pretraining: p(x) = E_z p(x | z)), ``"null"`` uses the null vector for every row, ``"auto"`` the
-bank when the model has one, else the null vector. ``guidance`` w != 1 uses v = v_null + w (v_z - v_null) with both
+1 with the chosen solver, then de-normalised to g. The ODE state, time grid and steps are float64 for a float64
+model (end to end; the output is float64) and float32 otherwise (fp16 / bf16 networks included); the noise is
+drawn in float32 and cast, so a model gets the same noise from the same ``generator`` whatever its dtype.
+Unconditional sampling (``n=``) draws its conditions from the ``prior``: ``"bank"`` draws n rows of the
+representation bank (``model.z_bank``, representations of training windows stored by pretraining:
+p(x) = E_z p(x | z)), ``"null"`` uses the null vector for every row, ``"auto"`` the bank when the model has one,
+else the null vector. ``guidance`` w != 1 uses v = v_null + w (v_z - v_null) with both
 branches evaluated in one doubled batch. Same call on CPU or GPU; ``backend`` picks the kernels
 (None: ``$FLOWFM_BACKEND`` / auto).
 """
@@ -21,7 +24,7 @@ from typing import Optional
 import torch
 
 from flowfm.profiling import nvtx_range
-from flowfm.solvers import METHODS, integrate, time_grid
+from flowfm.solvers import METHODS, integrate, state_dtype, time_grid
 from flowfm.training.null_fit import null_fit_needed
 from flowfm_kernels import graphs, requested_backend
 
@@ -118,7 +121,8 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
                                  "--null-fit-steps 0) or pretrain with --p-uncond > 0")
             b, device = cond.shape[0], cond.device
             x0 = torch.randn((b, model.config.in_channels, length), generator=generator,
-                             device=generator.device if generator is not None else device).to(device)
+                             device=generator.device if generator is not None else device)
+            x0 = x0.to(device, state_dtype(cond.dtype))
             w = guidance if conditional else 1.0
             x1 = generate(model, x0, cond, steps, method, w, backend, cuda_graph, generator)
             return model.normalizer.denormalize(x1)
@@ -141,6 +145,7 @@ def generate(model, x0: torch.Tensor, cond: torch.Tensor, steps: int, method: st
     # True = required (ValueError on CPU).
     guided = guidance != 1.0
     net_dtype = cond.dtype  # the model's dtype (fast_sample casts z to it); the ODE state stays in x0's dtype
+    grid_dtype = state_dtype(x0.dtype)
 
     def run(x0: torch.Tensor, cond: torch.Tensor, grid: Optional[torch.Tensor] = None) -> torch.Tensor:
         b = cond.shape[0]
@@ -160,5 +165,6 @@ def generate(model, x0: torch.Tensor, cond: torch.Tensor, steps: int, method: st
         return run(x0, cond)
     key = ("flowfm.generate", int(steps), method, float(guidance), requested_backend(backend),
            requested_backend(getattr(model, "backend", None)))
-    return graphs.graphed_call(model, run, (x0, cond), key, constants=lambda: (time_grid(steps, x0.device),),
+    return graphs.graphed_call(model, run, (x0, cond), key,
+                               constants=lambda: (time_grid(steps, x0.device, grid_dtype),),
                                strict=mode == graphs.REQUIRED)

@@ -12,7 +12,13 @@ With step h = t_{n+1} - t_n:
               including the last: this implementation never skips the corrector)
     rk4       classical Runge-Kutta 4                                             NFE 4 per step
 
-Global error orders: 1, 2, 2, 4.
+Global error orders: 1, 2, 2, 4, reached once h resolves the field's variation in t (README "Solver order";
+``bench/solver_order.py`` measures them on FlowFM's own network).
+
+Precision: the state keeps x0's dtype. A float32 (or lower) state runs on the float32 grid through the
+:mod:`flowfm_kernels.ode_steps` kernels (all arithmetic in float32, whatever the backend); a float64 state runs end to
+end in float64: float64 grid and times t, and the same update formulas in plain PyTorch float64 (:class:`_Float64Steps`),
+since the kernels, their eager reference included, compute in float32.
 """
 from __future__ import annotations
 
@@ -33,15 +39,59 @@ def nfe(method: str, steps: int) -> int:
     return NFE_PER_STEP[method] * steps
 
 
-def time_grid(steps: int, device=None) -> torch.Tensor:
-    """Uniform grid 0 = t_0 < ... < t_steps = 1, shape (steps + 1,), float32."""
-    return torch.linspace(0.0, 1.0, steps + 1, device=device)
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a solver state of ``dtype`` is integrated in, and its time grid's: float64 stays float64, anything
+    else is float32 (fp16 / bf16 models integrate a float32 state; :func:`flowfm.sampling.generate`)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def time_grid(steps: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform grid 0 = t_0 < ... < t_steps = 1, shape (steps + 1,), in ``dtype`` (float32 or float64)."""
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"time grids are float32 or float64, got {dtype}")
+    return torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=dtype)
+
+
+class _Float64Steps:
+    """The four updates of :mod:`flowfm_kernels.ode_steps` (same signatures, same formulas: see its reference)
+    computed in float64: with g(v, v_null) = v_null + w (v - v_null),
+
+        euler_step: x + dt g(v)    heun_correct: x + dt/2 (g(v1) + g(v2))    rk4_combine: x + dt/6 (k1 + 2k2 + 2k3 + k4)
+
+    x, v, ... (B, C, L) float64 (other operands are promoted), dt (B,)."""
+
+    @staticmethod
+    def _guided(v, v_null, guidance):
+        v = v.double()
+        return v if v_null is None else v_null.double() + guidance * (v - v_null.double())
+
+    @staticmethod
+    def _write(out, value):
+        return value if out is None else out.copy_(value)
+
+    @classmethod
+    def euler_step(cls, x, v, dt, out=None, v_null=None, guidance=1.0, backend=None):
+        return cls._write(out, x + dt.double()[:, None, None] * cls._guided(v, v_null, guidance))
+
+    @classmethod
+    def heun_correct(cls, x, v1, v2, dt, out=None, v1_null=None, v2_null=None, guidance=1.0, backend=None):
+        g = cls._guided(v1, v1_null, guidance) + cls._guided(v2, v2_null, guidance)
+        return cls._write(out, x + dt.double()[:, None, None] / 2 * g)
+
+    @classmethod
+    def rk4_combine(cls, x, k1, k2, k3, k4, dt, out=None, backend=None):
+        k = k1.double() + 2 * k2.double() + 2 * k3.double() + k4.double()
+        return cls._write(out, x + dt.double()[:, None, None] / 6 * k)
+
+    @classmethod
+    def guidance_combine(cls, v, v_null, guidance, out=None, backend=None):
+        return cls._write(out, cls._guided(v, v_null, guidance))
 
 
 def _step(field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, method: str, guidance: float,
           backend: Optional[str]) -> torch.Tensor:
     """One in-place update of x (B, C, L) from per-sample times t (B,) with per-sample steps h (B,)."""
-    K = flowfm_kernels
+    K = _Float64Steps if x.dtype == torch.float64 else flowfm_kernels
     if method == "euler":
         v, vn = field(x, t)
         return K.euler_step(x, v, h, out=x, v_null=vn, guidance=guidance, backend=backend)
@@ -71,12 +121,14 @@ def _step(field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, metho
 def integrate(field: Field, x0: torch.Tensor, steps: int, method: str = "heun", guidance: float = 1.0,
               grid: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
     """Integrate from x0 (B, C, L) at t = grid[0] to grid[-1] (default: ``steps`` uniform steps on [0, 1]).
-    Returns a new tensor; x0 is not modified."""
+    Returns a new tensor in x0's dtype; x0 is not modified. The grid, and the times t passed to ``field``, are in
+    :func:`state_dtype` of x0 (float64 for a float64 x0, else float32)."""
     if method not in NFE_PER_STEP:
         raise ValueError(f"method={method!r} is unknown; expected one of {METHODS}")
-    grid = time_grid(steps, x0.device) if grid is None else grid.to(x0.device, torch.float32)
+    dtype = state_dtype(x0.dtype)
+    grid = time_grid(steps, x0.device, dtype) if grid is None else grid.to(x0.device, dtype)
     x = x0.clone()
-    ones = torch.ones(x.shape[0], device=x.device, dtype=torch.float32)
+    ones = torch.ones(x.shape[0], device=x.device, dtype=dtype)
     for n in range(grid.numel() - 1):
         with nvtx_range("flowfm/solver_step"):
             t = ones * grid[n]

@@ -2,7 +2,12 @@
 
 Conditioning vector, with t (B,) in [0, 1] and z (B, D):
 
-    e = MLP(sinusoidal(t)) + P(N(z))                                     (B, E)
+    e = MLP(sinusoidal(a t)) + P(N(z))                                   (B, E)
+
+a is ``time_embedding_scale`` (:class:`~flowfm.config.FlowFMConfig`): the embedding's fastest component has period
+2 pi / a in t. The old a = 1000 (the DDPM convention of t in timesteps) makes the field oscillate in t with a
+period of ~0.006, far below any few-step grid, so no solver showed its order below ~256 steps (README "Solver
+order"); new FlowFM configs use a smaller a, configs written without the field load with 1000.
 
 N is, with ``z_norm="layer"`` (the default), a LayerNorm without affine parameters (each z standardised over its
 D features, so the generator cannot read the overall scale of z) or, with ``"none"``, the identity; P is
@@ -16,6 +21,10 @@ Conv block (the op the fused kernels implement, :func:`flowfm_kernels.conv_block
 ResBlock: two conv blocks plus a 1x1 skip when channels change. Levels ``channels = (c0, c1, ...)`` with stride-2
 conv downsampling, nearest-upsample + conv, skip concatenation and a zero-initialised output conv. Any L >= 16
 works: the input is zero-padded on the right to a multiple of 2^(levels-1) and the output cropped back.
+
+Precision: a float64 network computes in float64 throughout (the embedding from float64 t, the conv blocks in plain
+PyTorch float64, since the fused kernels and their eager reference compute in float32); other dtypes take the
+kernels (float32 arithmetic), with the embedding computed in float32.
 """
 from __future__ import annotations
 
@@ -30,12 +39,21 @@ import flowfm_kernels
 from flowfm.config import Z_NORMS, FlowFMConfig
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """t (B,) in [0, 1] -> (B, dim): [cos(1000 t w_k), sin(1000 t w_k)], w_k = max_period^(-k / (dim/2))."""
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0,
+                         scale: float = 1000.0) -> torch.Tensor:
+    """t (B,) in [0, 1] -> (B, dim): [cos(a t w_k), sin(a t w_k)], a = ``scale``, w_k = max_period^(-k / (dim/2)),
+    k = 0 .. dim/2 - 1. Computed in float64 for float64 t, else in float32."""
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = 1000.0 * t.float()[:, None] * freqs[None, :]
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    angles = scale * t.to(dtype)[:, None] * freqs[None, :]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def _conv_block_float64(x, weight, bias, gamma, beta, scale, shift, num_groups: int, eps: float) -> torch.Tensor:
+    """:func:`flowfm_kernels.conv_block_ref`'s maths in float64 (the reference computes GN in float32)."""
+    h = F.group_norm(F.conv1d(x, weight, bias, padding=1), num_groups, gamma, beta, eps)
+    return F.silu(h * (1 + scale[:, :, None]) + shift[:, :, None])
 
 
 class ConvBlock(nn.Module):
@@ -52,6 +70,9 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         scale, shift = self.film(e).chunk(2, dim=-1)
+        if x.dtype == torch.float64:
+            return _conv_block_float64(x, self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias,
+                                       scale, shift, self.norm.num_groups, self.norm.eps)
         return flowfm_kernels.conv_block(x, self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias,
                                          scale, shift, self.norm.num_groups, self.norm.eps, backend=self.backend)
 
@@ -80,8 +101,12 @@ class UNet1d(nn.Module):
     """v(x_t, t, z): x_t (B, C, L) normalised, t (B,), z (B, z_dim) -> (B, C, L)."""
 
     def __init__(self, in_channels: int, z_dim: int, channels=(32, 64, 128), blocks: int = 1, cond_dim: int = 128,
-                 groups: int = 8, z_norm: str = FlowFMConfig.z_norm, z_rank: Optional[int] = None):
+                 groups: int = 8, z_norm: str = FlowFMConfig.z_norm, z_rank: Optional[int] = None,
+                 time_embedding_scale: float = FlowFMConfig.time_embedding_scale):
         super().__init__()
+        if not (math.isfinite(time_embedding_scale) and time_embedding_scale > 0):
+            raise ValueError(f"time_embedding_scale must be a finite number > 0, got {time_embedding_scale}")
+        self.time_embedding_scale = float(time_embedding_scale)
         if z_norm not in Z_NORMS:
             raise ValueError(f"z_norm={z_norm!r} is unknown; expected one of {Z_NORMS}")
         if z_rank is not None and not 1 <= z_rank <= z_dim:
@@ -121,8 +146,9 @@ class UNet1d(nn.Module):
                 module.backend = backend
 
     def condition(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """e = SiLU(MLP(sinusoidal(t)) + P(N(z))) (B, cond_dim); the SiLU feeds the FiLM linears."""
-        time_embedding = self.time_mlp(sinusoidal_embedding(t, self.time_dim).to(z.dtype))
+        """e = SiLU(MLP(sinusoidal(a t)) + P(N(z))) (B, cond_dim); the SiLU feeds the FiLM linears."""
+        embedding = sinusoidal_embedding(t, self.time_dim, scale=self.time_embedding_scale)
+        time_embedding = self.time_mlp(embedding.to(z.dtype))
         return self.cond_act(time_embedding + self.z_proj(self.z_norm(z)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ class DiffusionConfig(FlowFMConfig):
     clip_x0: Optional[float] = None
     t_sampling: str = "uniform"  # unused here (integer timesteps are uniform); restated so configs read truthfully
     logit_normal_mean: float = 0.0
+    time_embedding_scale: float = 1000.0  # t = k / T: one unit of a t per timestep k (DDPM's embedding), kept
 
     def __post_init__(self):
         super().__post_init__()
