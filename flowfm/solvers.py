@@ -17,8 +17,8 @@ Global error orders: 1, 2, 2, 4, reached once h resolves the field's variation i
 
 Precision: the state keeps x0's dtype. A float32 (or lower) state runs on the float32 grid through the
 :mod:`flowfm_kernels.ode_steps` kernels (all arithmetic in float32, whatever the backend); a float64 state runs end to
-end in float64: float64 grid and times t, and the same update formulas in plain PyTorch float64 (:class:`_Float64Steps`),
-since the kernels, their eager reference included, compute in float32.
+end in float64: float64 grid and times t, and the updates through the steps' eager references, which compute in
+float64 for float64 inputs (the fused kernels compute in float32).
 """
 from __future__ import annotations
 
@@ -52,46 +52,12 @@ def time_grid(steps: int, device=None, dtype: torch.dtype = torch.float32) -> to
     return torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=dtype)
 
 
-class _Float64Steps:
-    """The four updates of :mod:`flowfm_kernels.ode_steps` (same signatures, same formulas: see its reference)
-    computed in float64: with g(v, v_null) = v_null + w (v - v_null),
-
-        euler_step: x + dt g(v)    heun_correct: x + dt/2 (g(v1) + g(v2))    rk4_combine: x + dt/6 (k1 + 2k2 + 2k3 + k4)
-
-    x, v, ... (B, C, L) float64 (other operands are promoted), dt (B,)."""
-
-    @staticmethod
-    def _guided(v, v_null, guidance):
-        v = v.double()
-        return v if v_null is None else v_null.double() + guidance * (v - v_null.double())
-
-    @staticmethod
-    def _write(out, value):
-        return value if out is None else out.copy_(value)
-
-    @classmethod
-    def euler_step(cls, x, v, dt, out=None, v_null=None, guidance=1.0, backend=None):
-        return cls._write(out, x + dt.double()[:, None, None] * cls._guided(v, v_null, guidance))
-
-    @classmethod
-    def heun_correct(cls, x, v1, v2, dt, out=None, v1_null=None, v2_null=None, guidance=1.0, backend=None):
-        g = cls._guided(v1, v1_null, guidance) + cls._guided(v2, v2_null, guidance)
-        return cls._write(out, x + dt.double()[:, None, None] / 2 * g)
-
-    @classmethod
-    def rk4_combine(cls, x, k1, k2, k3, k4, dt, out=None, backend=None):
-        k = k1.double() + 2 * k2.double() + 2 * k3.double() + k4.double()
-        return cls._write(out, x + dt.double()[:, None, None] / 6 * k)
-
-    @classmethod
-    def guidance_combine(cls, v, v_null, guidance, out=None, backend=None):
-        return cls._write(out, cls._guided(v, v_null, guidance))
-
-
 def _step(field: Field, x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, method: str, guidance: float,
           backend: Optional[str]) -> torch.Tensor:
     """One in-place update of x (B, C, L) from per-sample times t (B,) with per-sample steps h (B,)."""
-    K = _Float64Steps if x.dtype == torch.float64 else flowfm_kernels
+    K = flowfm_kernels
+    if x.dtype == torch.float64:  # the fused kernels compute in float32; the eager references keep float64
+        backend = "eager"
     if method == "euler":
         v, vn = field(x, t)
         return K.euler_step(x, v, h, out=x, v_null=vn, guidance=guidance, backend=backend)

@@ -22,8 +22,8 @@ ResBlock: two conv blocks plus a 1x1 skip when channels change. Levels ``channel
 conv downsampling, nearest-upsample + conv, skip concatenation and a zero-initialised output conv. Any L >= 16
 works: the input is zero-padded on the right to a multiple of 2^(levels-1) and the output cropped back.
 
-Precision: a float64 network computes in float64 throughout (the embedding from float64 t, the conv blocks in plain
-PyTorch float64, since the fused kernels and their eager reference compute in float32); other dtypes take the
+Precision: a float64 network computes in float64 throughout (the embedding from float64 t, the conv blocks through
+their eager reference, which keeps float64, since the fused kernels compute in float32); other dtypes take the
 kernels (float32 arithmetic), with the embedding computed in float32.
 """
 from __future__ import annotations
@@ -50,12 +50,6 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
-def _conv_block_float64(x, weight, bias, gamma, beta, scale, shift, num_groups: int, eps: float) -> torch.Tensor:
-    """:func:`flowfm_kernels.conv_block_ref`'s maths in float64 (the reference computes GN in float32)."""
-    h = F.group_norm(F.conv1d(x, weight, bias, padding=1), num_groups, gamma, beta, eps)
-    return F.silu(h * (1 + scale[:, :, None]) + shift[:, :, None])
-
-
 class ConvBlock(nn.Module):
     """SiLU(GN(Conv1d_k3(x)) * (1 + s(e)) + b(e)): (B, C_in, L), e (B, E) -> (B, C_out, L)."""
 
@@ -70,11 +64,10 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         scale, shift = self.film(e).chunk(2, dim=-1)
-        if x.dtype == torch.float64:
-            return _conv_block_float64(x, self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias,
-                                       scale, shift, self.norm.num_groups, self.norm.eps)
+        # float64: the eager reference keeps float64 (the fused kernels compute in float32)
+        backend = "eager" if x.dtype == torch.float64 else self.backend
         return flowfm_kernels.conv_block(x, self.conv.weight, self.conv.bias, self.norm.weight, self.norm.bias,
-                                         scale, shift, self.norm.num_groups, self.norm.eps, backend=self.backend)
+                                         scale, shift, self.norm.num_groups, self.norm.eps, backend=backend)
 
 
 class ResBlock(nn.Module):

@@ -93,3 +93,30 @@ def test_bad_time_embedding_scale_is_refused(bad):
         FlowFMConfig(time_embedding_scale=bad)
     with pytest.raises(ValueError, match="time_embedding_scale"):
         UNet1d(3, 4, channels=(8, 16), cond_dim=8, groups=4, time_embedding_scale=bad)
+
+
+def test_references_keep_float64():
+    """The eager references compute in promote_types(dtype, float32): a float64 model never passes through float32
+    (the float64 solver and conv-block paths rely on this)."""
+    import torch.nn.functional as F
+
+    from flowfm_kernels import euler_step_ref, gn_film_silu_ref, rk4_combine_ref
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 8, 5, generator=g, dtype=torch.float64) + 1.0
+    gamma, beta = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    scale, shift = torch.randn(2, 8, generator=g, dtype=torch.float64), torch.randn(2, 8, generator=g,
+                                                                                   dtype=torch.float64)
+    y = gn_film_silu_ref(h, gamma, beta, scale, shift, 4)
+    grouped = h.reshape(2, 4, -1)
+    norm = ((grouped - grouped.mean(-1, keepdim=True)) / torch.sqrt(grouped.var(-1, unbiased=False, keepdim=True)
+                                                                    + 1e-5)).reshape_as(h)
+    expected = F.silu((norm * gamma[:, None] + beta[:, None]) * (1 + scale[:, :, None]) + shift[:, :, None])
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+
+    x = torch.full((1, 1, 4), 1.0, dtype=torch.float64)
+    v = torch.full_like(x, 1e-12)  # below float32's resolution at 1.0
+    dt = torch.ones(1, dtype=torch.float64)
+    assert (euler_step_ref(x, v, dt) - 1.0).abs().min() > 0
+    assert (rk4_combine_ref(x, v, v, v, v, dt) - 1.0).abs().min() > 0

@@ -16,15 +16,17 @@ def gn_film_silu_ref(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optio
                      eps: float = 1e-5) -> torch.Tensor:
     """h (B, C, L); gamma, beta (C,) or None; scale, shift (B, C) or None -> y (B, C, L), dtype of h.
 
-    Low-precision inputs are computed in float32 and cast back, like the fused kernels.
+    Computed in ``promote_types(h.dtype, float32)``: low-precision inputs in float32 and cast back, like the fused
+    kernels; float64 stays float64 (a float64 model is exact end to end).
     """
     dtype = h.dtype
+    cd = torch.promote_types(dtype, torch.float32)
     if gamma is None and beta is not None:  # F.group_norm's backward fails for (weight=None, bias=tensor)
         gamma = torch.ones_like(beta)
-    y = F.group_norm(h.float(), num_groups, None if gamma is None else gamma.float(),
-                     None if beta is None else beta.float(), eps)
+    y = F.group_norm(h.to(cd), num_groups, None if gamma is None else gamma.to(cd),
+                     None if beta is None else beta.to(cd), eps)
     if scale is not None:
-        y = y * (1 + scale.float()[:, :, None])
+        y = y * (1 + scale.to(cd)[:, :, None])
     if shift is not None:
-        y = y + shift.float()[:, :, None]
+        y = y + shift.to(cd)[:, :, None]
     return F.silu(y).to(dtype)
