@@ -88,6 +88,7 @@ def cmd_pretrain(args) -> int:
         "--sigma-min": (args.sigma_min, ("flowfm",)),
         "--t-sampling": (args.t_sampling, ("flowfm",)),
         "--logit-normal-mean": (args.logit_normal_mean, ("flowfm",)),
+        "--time-embedding-scale": (args.time_embedding_scale, ("flowfm",)),
     }
     if not args.resume:
         for flag, (value, methods) in generator_flags.items():
@@ -605,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-normal-mean", type=float, default=None,
                    help="flowfm, logit_normal: t = sigmoid(N(mean, 1)); default 1.0 favours the data end (t = 1), "
                         "where the generator needs z least")
+    p.add_argument("--time-embedding-scale", type=float, default=None,
+                   help="flowfm: the velocity network embeds sinusoidal(a t); default a = 1 (1000, the DDPM "
+                        "convention, makes the field oscillate in t faster than few-step solvers resolve)")
     p.add_argument("--z-norm", default=None, choices=list(Z_NORMS),
                    help="flowfm/diffusion: how the generator reads z: layer (default; LayerNorm without affine) or "
                         "none (the plain projection; see README, Design variants)")

@@ -120,3 +120,23 @@ def test_references_keep_float64():
     dt = torch.ones(1, dtype=torch.float64)
     assert (euler_step_ref(x, v, dt) - 1.0).abs().min() > 0
     assert (rk4_combine_ref(x, v, v, v, v, dt) - 1.0).abs().min() > 0
+
+
+def test_cli_pretrain_sets_the_time_embedding_scale(tmp_path, capsys):
+    import numpy as np
+
+    from flowfm.checkpoint import load_model
+    from flowfm.cli import main
+    from flowfm.data import WindowDataset, save_folder
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3, 48)).astype(np.float32)
+    save_folder(WindowDataset(x=x, pid=np.repeat(np.arange(4), 8)), tmp_path / "toy")
+    args = ["pretrain", "--data", str(tmp_path / "toy"), "--preset", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--no-progress", "--null-fit-steps", "0"]
+    assert main(args + ["--out", str(tmp_path / "run"), "--time-embedding-scale", "7"]) == 0
+    model = load_model(tmp_path / "run" / "model")
+    assert model.config.time_embedding_scale == 7.0 and model.velocity_net.time_embedding_scale == 7.0
+    assert main(args + ["--out", str(tmp_path / "ssl"), "--method", "ssl-wearables",
+                        "--time-embedding-scale", "7"]) == 2
+    assert "--time-embedding-scale applies to --method flowfm" in capsys.readouterr().err
