@@ -1,20 +1,16 @@
 """Triton conv block (Conv1d k=3 implicit GEMM + GN + FiLM + SiLU) against the eager reference.
 
-CPU: the Triton interpreter (TRITON_INTERPRET=1 set below when no GPU is present), where ``tl.dot`` is full fp32.
+CPU: the Triton interpreter (TRITON_INTERPRET=1, set by conftest.py when no GPU is present), where ``tl.dot`` is full fp32.
 GPU: compiled kernels; fp32 comparisons use ``precision="ieee"`` with cuDNN's TF32 switched off for the reference,
 and the TF32 default is checked separately at 5e-3.
 Tolerances (relative RMS): fp32 1e-5 (measured ~2e-7), fp16 2e-3 and bf16 1.6e-2 for y (tests.numerics.REL_RMS_TOL;
 measured 9e-6 / 4e-3); gradients in fp16 / bf16 get twice that (dh is rounded to the input dtype before the two
 backward GEMMs, on both sides).
 """
-import contextlib
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 
@@ -25,7 +21,7 @@ from flowfm_kernels import dispatch  # noqa: E402
 from flowfm_kernels.conv_block import triton as ct  # noqa: E402
 from flowfm_kernels.conv_block.reference import conv_block_ref  # noqa: E402
 from flowfm_kernels.gn_film_silu import triton as gt  # noqa: E402
-from tests.numerics import REL_RMS_TOL, assert_rel_rms, non_contiguous, rel_rms  # noqa: E402
+from tests.numerics import REL_RMS_TOL, assert_rel_rms, no_tf32, non_contiguous, rel_rms  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and not dispatch.triton_interpreting():
@@ -33,20 +29,6 @@ if DEVICE == "cpu" and not dispatch.triton_interpreting():
 
 NAMES = ("x", "weight", "bias", "gamma", "beta", "scale", "shift")
 TF32_TOL = 5e-3
-
-
-@contextlib.contextmanager
-def no_tf32():
-    """fp32 reference convolutions in true fp32 on a GPU (cuDNN uses TF32 by default)."""
-    if DEVICE != "cuda":
-        yield
-        return
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def make_inputs(B, Cin, Cout, L, dtype=torch.float32, seed=0, which=NAMES, bias_mean=0.0):

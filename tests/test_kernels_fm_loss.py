@@ -1,6 +1,6 @@
 """Triton flow-matching loss (+ dL/dv) and path interpolation against the eager references.
 
-Without CUDA the kernels run on CPU tensors through the Triton interpreter (``TRITON_INTERPRET=1``, set below before
+Without CUDA the kernels run on CPU tensors through the Triton interpreter (``TRITON_INTERPRET=1``, set by conftest.py before
 anything imports Triton); with CUDA the same tests run the compiled kernels on the GPU, plus the ``gpu``-marked ones.
 The kernels compute in fp32 (fp64 inputs too, like the reference), so gradients are compared with autograd through
 the reference in fp32 rather than by a float64 gradcheck.
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 

@@ -1,19 +1,16 @@
 """Triton GroupNorm + FiLM + SiLU against the eager reference.
 
-Runs on CPU through the Triton interpreter (TRITON_INTERPRET=1 is set below when no GPU is present, before Triton
+Runs on CPU through the Triton interpreter (TRITON_INTERPRET=1 is set by conftest.py when no GPU is present, before Triton
 is imported) and on a GPU with compiled kernels. Tolerances (relative RMS, :mod:`tests.numerics`): fp32 1e-5 for
 values and gradients (both sides compute in fp32; measured ~2e-7), fp16 2e-3, bf16 1.6e-2 (REL_RMS_TOL: outputs are
 rounded to the input dtype on both sides, so the error is the rounding of the output; measured 0 / 4e-3).
 Large-mean inputs (mean 1e3, std 1) are compared with float64: 1e-4 for y (the fp32 representation of h and its
 mean limit it to ~3e-5; naive E[x^2] - E[x]^2 gives ~7e-2) and 1e-5 for rstd.
 """
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 

@@ -1,6 +1,6 @@
 """Triton ODE-step kernels (Euler / Heun / RK4 / guidance combine) against the eager references.
 
-Without CUDA the kernels run on CPU tensors through the Triton interpreter (``TRITON_INTERPRET=1``, set below before
+Without CUDA the kernels run on CPU tensors through the Triton interpreter (``TRITON_INTERPRET=1``, set by conftest.py before
 anything imports Triton); with CUDA the same tests run the compiled kernels on the GPU, plus the ``gpu``-marked ones.
 """
 import os
@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 

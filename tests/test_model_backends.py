@@ -10,12 +10,9 @@ silently fell back to eager fails.
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 
