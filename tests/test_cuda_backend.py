@@ -215,8 +215,9 @@ def test_cuda_root_order_and_standard_locations():
     assert _build.find_cuda_root({}, _dirs()) is None
 
 
-def test_cuda_root_never_comes_from_the_nvcc_path():
-    """nvcc on PATH may be a wrapper (/usr/local/bin/nvcc): the root is not derived from it."""
+def test_cuda_root_never_comes_from_an_nvcc_wrapper():
+    """nvcc on PATH may be a wrapper (/usr/local/bin/nvcc, no toolkit beside it): no root is derived from it (a
+    real toolkit's nvcc, reached through its symlink, is: tests/test_gpu_check.py)."""
     isdir = _dirs("/usr/local/bin", "/usr/local/cuda-13.0", "/usr/local/cuda-13.0/include")
     assert _build.find_cuda_root({"PATH": "/usr/local/bin"}, isdir) is None
     nvcc = _build.find_nvcc(None, {}, isfile=lambda p: False, which=lambda name: "/usr/local/bin/nvcc")
