@@ -36,8 +36,11 @@ from flowfm.rng import ShardedGenerator
 from flowfm.views import encoder_view
 
 ATOL = 5e-4  # on weights and buffers after 12 AdamW steps; see the module docstring
+# --null-fit-steps 0: the null-vector fit after training is a single-process Adam fit of one vector, whose
+# sign-like steps turn the 5e-5 weight differences of a DDP run into differences of up to 2 lr; it is not part of
+# the data-parallel equivalence tested here (tests/test_unconditional_prior.py tests the fit itself)
 ARGS = ["--preset", "tiny", "--epochs", "3", "--batch-size", "16", "--warmup-steps", "2", "--ema", "0.9",
-        "--seed", "7", "--no-progress"]
+        "--seed", "7", "--no-progress", "--null-fit-steps", "0"]
 
 
 # ------------------------------------------------------------------------------------------ sharded draws
