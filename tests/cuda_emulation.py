@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
 import numpy as np
+import pytest
 
 from flowfm_kernels.cuda import _build, _cupy_jit
 
@@ -177,3 +178,12 @@ def load_emulation(tmp_root: Path):
     handle = ctypes.CDLL(str(path))
     assert handle.flowfm_emu_kernel_count() == len(_cupy_jit.name_expressions())
     return handle
+
+
+@pytest.fixture(scope="session")
+def emu_lib(tmp_path_factory):
+    """The compiled CPU emulation of the kernels module, shared by every test file that imports this fixture."""
+    lib = load_emulation(tmp_path_factory.getbasetemp() / "flowfm_cuda_emu")
+    if lib is None:
+        pytest.skip("the CPU emulation needs g++ (C++20) and the CUDA headers (cuda_fp16.h)")
+    return lib

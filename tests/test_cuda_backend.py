@@ -32,7 +32,7 @@ from flowfm_kernels.fm_loss.reference import flow_matching_loss_ref, interpolate
 from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
 from flowfm_kernels.ode_steps.reference import (euler_step_ref, guidance_combine_ref, heun_correct_ref,
                                                 rk4_combine_ref)
-from tests.cuda_emulation import EmuCupy, EmuKernels, load_emulation, emulated_module
+from tests.cuda_emulation import EmuCupy, EmuKernels, emu_lib, emulated_module  # noqa: F401 (emu_lib: a fixture)
 from tests.numerics import REL_RMS_TOL, assert_rel_rms, nan_poisoned_like, non_contiguous
 
 REPO = Path(__file__).resolve().parents[1]
@@ -414,14 +414,6 @@ def test_jit_sources_compile_with_nvrtc():
 
 
 # ================================================================================================== CPU emulation
-@pytest.fixture(scope="session")
-def emu_lib(tmp_path_factory):
-    lib = load_emulation(tmp_path_factory.getbasetemp() / "flowfm_cuda_emu")
-    if lib is None:
-        pytest.skip("the CPU emulation needs g++ (C++20) and the CUDA headers (cuda_fp16.h)")
-    return lib
-
-
 # ================================================================================================== backends
 @dataclass
 class Backend:

@@ -22,7 +22,7 @@ from flowfm.cli import resolution_lines  # noqa: E402
 from flowfm.config import FlowFMConfig  # noqa: E402
 from flowfm_kernels import dispatch  # noqa: E402
 from flowfm_kernels.cuda import loader, ops  # noqa: E402
-from tests.cuda_emulation import emulated_module, load_emulation  # noqa: E402
+from tests.cuda_emulation import emu_lib, emulated_module  # noqa: E402,F401 (emu_lib: a fixture)
 from tests.numerics import assert_rel_rms  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -36,14 +36,6 @@ TRAIN_KERNELS = {"gn_fwd_fused_kernel", "gn_bwd_rows_kernel", "gn_bwd_dh_kernel"
 SAMPLE_KERNELS = {"gn_fwd_fused_kernel", "euler_step_kernel", "heun_correct_kernel", "rk4_combine_kernel",
                   "guidance_combine_kernel"}
 TOL = 1e-4  # fp32: the backends sum in other orders than eager (gradients through a whole U-Net)
-
-
-@pytest.fixture(scope="session")
-def emu_lib(tmp_path_factory):
-    lib = load_emulation(tmp_path_factory.getbasetemp() / "flowfm_cuda_emu")
-    if lib is None:
-        pytest.skip("the CPU emulation needs g++ (C++20) and the CUDA headers (cuda_fp16.h)")
-    return lib
 
 
 class Spy:
