@@ -1,0 +1,88 @@
+"""``flowfm evaluate``."""
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+from flowfm.encoder import READOUTS
+from flowfm.cli.common import add_unit, load_dataset, declared_fs, at_model_rate
+
+
+def run(args) -> int:
+    import torch
+
+    from flowfm.data.atomic import atomic_write_text
+    from flowfm.evaluation import FitConfig, encoder_model, evaluate_encoder, report_markdown
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mode = args.mode or ("scratch" if args.encoder == "scratch" else "linear")
+    if args.encoder == "scratch" and mode not in ("finetune", "scratch"):
+        raise ValueError("--encoder scratch trains the preset's encoder from a random init (supervised from "
+                         "scratch) and needs --mode finetune; a frozen random encoder is --encoder random")
+    if args.encoder == "scratch":
+        mode = "scratch"
+    if args.encoder == "random" and mode == "finetune":
+        raise ValueError("--encoder random is the frozen random-init encoder (--mode linear or mlp); finetuning "
+                         "from a random init is --encoder scratch")
+    if not (args.checkpoint or args.encoder):
+        raise ValueError("pass --checkpoint DIR (a model folder of any method) or --encoder random / scratch")
+    ds = load_dataset(args.data, args.unit).labelled()
+    model, name = encoder_model(args.checkpoint or args.encoder, preset=args.preset, in_channels=ds.x.shape[1],
+                                window=ds.x.shape[2], base_seed=args.seed)
+    from flowfm.data.window_spec import WindowSpec
+
+    spec = getattr(model, "data_spec", None) or WindowSpec.default(ds.x.shape[1], ds.x.shape[2])
+    x = at_model_rate(ds.x, declared_fs(args.data), spec, args.data)
+    config = FitConfig(max_epochs=args.max_epochs, patience=args.patience, batch_size=args.batch_size,
+                       val_fraction=args.val_fraction)
+    report = evaluate_encoder(model, x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
+                              loso=args.loso, label_subjects=args.label_subjects, draws=args.draws, config=config,
+                              name=name, data=args.data, progress=None if args.quiet else print,
+                              readout=args.readout)
+    print(f"{name} ({mode}): macro-F1 {report['macro_f1_mean']:.3f} +- {report['macro_f1_sd']:.3f}, kappa "
+          f"{report['kappa_mean']:.3f} ({report['folds']} subject-wise folds, label subjects "
+          f"{args.label_subjects or 'all'}, {args.seeds} seed(s), {report['seconds']:.0f} s)")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out, json.dumps(report, indent=2))
+        atomic_write_text(out.with_suffix(".md"), report_markdown(report))
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="subject-wise evaluation of an encoder: linear probe, MLP head on frozen "
+                                        "features, or fine-tuning (SPEC section 5)")
+    p.add_argument("--data", default="hapt")
+    add_unit(p)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="model folder of any method (flowfm, diffusion, ssl-wearables), e.g. "
+                                          "RUN/model")
+    src.add_argument("--encoder", choices=["random", "scratch"],
+                     help="random: the --preset encoder at a random init, frozen (re-drawn per seed); scratch: "
+                          "the same architecture trained from a random init (supervised baseline, mode finetune)")
+    p.add_argument("--preset", default="small", choices=["small", "harnet10", "tiny"])
+    p.add_argument("--mode", default=None, choices=["linear", "mlp", "finetune"],
+                   help="linear: logistic regression on frozen z; mlp: 2-layer head on frozen z; finetune: encoder "
+                        "+ head, all weights (default: linear, or finetune with --encoder scratch)")
+    p.add_argument("--readout", default="z", choices=list(READOUTS),
+                   help="frozen features of --mode linear / mlp: z (the encoder's final pooled output) or stages "
+                        "(the pooled outputs of every encoder stage, concatenated)")
+    p.add_argument("--folds", type=int, default=5, help="GroupKFold over subjects")
+    p.add_argument("--loso", action="store_true", help="leave one subject out instead of --folds")
+    p.add_argument("--label-subjects", type=int, default=None,
+                   help="low-label regime: labels of only k training subjects per fold (default: all)")
+    p.add_argument("--draws", type=int, default=4, help="label-subject draws per fold in the low-label regime")
+    p.add_argument("--seeds", type=int, default=1, help="evaluation seeds 0..N-1 (same folds/draws for every model)")
+    p.add_argument("--seed", type=int, default=0, help="random-init seed offset for --encoder random / scratch")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the labelled training subjects held out for early stopping (mlp/finetune)")
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=5, help="epochs without a better validation macro-F1")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--quiet", action="store_true", help="no per-seed progress lines")
+    p.add_argument("--out", default=None, help="write the JSON report here (and a markdown table beside it, .md)")
+    p.set_defaults(func=run)
+
