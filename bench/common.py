@@ -6,7 +6,7 @@
 * :func:`environment`: device name, torch / triton / CUDA versions, git commit, CPU count, torch threads.
 * :func:`ceilings`: the device's measured copy bandwidth (``dst.copy_(src)`` of a large tensor) and matmul rates
   (fp32 with TF32 off, TF32, bf16), measured in the same run as the suite, so achieved / ceiling fractions compare
-  numbers taken under the same clocks and load (SPEC section 7).
+  numbers taken under the same clocks and load (docs/design.md §7).
 * :func:`write_result`: ``<out>/<suite>_<device>.json`` written atomically.
 """
 from __future__ import annotations

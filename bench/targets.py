@@ -1,4 +1,4 @@
-"""SPEC section 7 targets read off the benchmark JSON: each gets the measured value and a status, "met",
+"""docs/design.md §7 targets read off the benchmark JSON: each gets the measured value and a status, "met",
 "not met" or "not measured (reason)". A GPU result is preferred over a CPU one where both exist.
 
     targets_table([(path, doc), ...]) -> markdown lines
@@ -76,7 +76,7 @@ def ddpm_at_equal_quality(docs) -> tuple[str, str]:
                 f"{best['frechet']:.3g} <= DDPM-1000's {ddpm['frechet']:.3g}); the best flow setting "
                 f"({good['method']}-{good['steps']}, FFD {good['frechet']:.3g}) is {_x(good['speedup_vs_ddpm'])}; "
                 f"trained models, batch {doc['batch_size']}, {doc['environment'].get('device')} "
-                f"(`{path.name}`; DDPM under-trained at the equal budget, see README)"), \
+                f"(`{path.name}`; DDPM under-trained at the equal budget, see docs/results.md)"), \
             _status(best["speedup_vs_ddpm"] >= 100)
     pd = _pick(docs, "sampling")
     if pd is None:
@@ -179,7 +179,7 @@ TARGETS = [
 
 
 def targets_table(docs: list[tuple[Path, dict]]) -> list[str]:
-    lines = ["| target (SPEC section 7) | measured | status |", "|---|---|---|"]
+    lines = ["| target (design §7) | measured | status |", "|---|---|---|"]
     for name, fn in TARGETS:
         measured, status = fn(docs)
         lines.append(f"| {name} | {measured} | {status} |")

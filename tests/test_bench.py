@@ -226,10 +226,10 @@ def test_render_plots_and_readme(results, quality_results, tmp_path):
         render.replace_block("no markers here", "x")
 
 
-def test_committed_readme_block_matches_committed_json():
-    """README's bench block is what rendering bench/results/*.json gives: regenerate it with
-    ``python -m bench.render --readme README.md`` after committing new results."""
-    readme = REPO / "README.md"
+def test_committed_results_block_matches_committed_json():
+    """docs/results.md's bench block is what rendering bench/results/*.json gives: regenerate it with
+    ``python -m bench.render --doc docs/results.md`` after committing new results."""
+    readme = REPO / "docs" / "results.md"
     assert render.current_block(readme.read_text()) == render.readme_block(REPO / "bench" / "results", readme)
 
 
