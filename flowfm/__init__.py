@@ -12,4 +12,15 @@ from flowfm.model import FlowFM
 from flowfm.sampling import fast_sample
 
 __version__ = "0.1.0"
-__all__ = ["FlowFMConfig", "FlowFM", "fast_sample", "data", "__version__"]
+__all__ = ["FlowFMConfig", "FlowFM", "fast_sample", "data", "pretrained", "__version__"]
+
+
+def pretrained(name=None, map_location="cpu"):
+    """A model shipped with the package, loaded in eval mode (``pretrained("small-hapt")``); without a name, the
+    list of shipped names. What each was trained on: its MODEL_CARD.md in ``flowfm/zoo/`` (:mod:`flowfm.zoo`)."""
+    from flowfm import zoo
+    from flowfm.checkpoint import load_model
+
+    if name is None:
+        return zoo.names()
+    return load_model(zoo.model_folder(name), map_location=map_location)

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from flowfm.data.atomic import atomic_dir
 from flowfm.data.window_spec import WindowSpec
+from flowfm.zoo import resolve_checkpoint
 
 FORMAT, VERSION = "flowfm-checkpoint", 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -130,7 +131,8 @@ def save_model(model, path, metadata: Optional[dict] = None) -> Path:
 
 
 def read_config(path) -> dict:
-    path = Path(path)
+    """config.json of the checkpoint folder ``path`` (or shipped model name, :mod:`flowfm.zoo`), format-checked."""
+    path = resolve_checkpoint(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist (expected a folder with {WEIGHTS} and "
                               f"{CONFIG})")
@@ -149,8 +151,9 @@ def read_config(path) -> dict:
 
 def load_model(path, map_location="cpu", backend: Optional[str] = None):
     """Rebuild the model saved in ``path``: same class, config, weights, buffers and ``data_spec`` (bit-identical
-    outputs), in eval mode (``.train()`` before training it further)."""
-    path = Path(path)
+    outputs), in eval mode (``.train()`` before training it further). ``path`` may name a shipped model
+    (``"small-hapt"``, :mod:`flowfm.zoo`)."""
+    path = resolve_checkpoint(path)
     doc = read_config(path)
     actual = _sha256(path / WEIGHTS)
     if actual != doc.get("weights_sha256"):

@@ -6,12 +6,13 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, info, pretrain, sample,
-                        shard)
+from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, finetune, info, predict,
+                        prepare, pretrain, sample, shard)
 from flowfm.cli.bench import bench_module
 from flowfm.cli.info import resolution_lines
 
-COMMANDS = (demo, pretrain, evaluate, sample, embed, shard, info, convert, compare, evaluate_generation, bench)
+COMMANDS = (demo, prepare, pretrain, embed, finetune, predict, evaluate, sample, shard, info, convert, compare,
+            evaluate_generation, bench)
 __all__ = ["main", "build_parser", "bench_module", "resolution_lines", "COMMANDS"]
 
 
@@ -23,12 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errors that are the user's input or environment, not a bug: one line on stderr and exit code 2
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; expected errors (:data:`EXPECTED_ERRORS`: bad values, missing / existing files, a
+    checkpoint that does not check, a missing optional package, a device that is not there) end in one line
+    ``error: ...`` and exit code 2, Ctrl-C in exit code 130; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:
+        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
         return 2
 
 

@@ -8,12 +8,13 @@ from typing import Optional
 from flowfm.cli.common import add_unit, load_dataset, declared_fs, at_model_rate
 
 
-def _embed_sources(specs, fs: Optional[float], unit: Optional[str], spec):
+def model_windows(specs, fs: Optional[float], unit: Optional[str], spec):
     """Yield (name, windows (n, C, L) at the model's rate in g, pid (n,), start_time (n,) or None, y or None) for
     each ``flowfm embed --data`` spec: 'hapt', a window folder, or a continuous .npy/.csv recording."""
     import numpy as np
 
     from flowfm.data.corpus import expand_paths
+    from flowfm.data.read_recording import has_clock, read_recordings
     from flowfm.data.recording import RECORDING_SUFFIXES, inspect_recording, recording_unit, recording_windows
 
     for path in expand_paths(specs):
@@ -28,6 +29,17 @@ def _embed_sources(specs, fs: Optional[float], unit: Optional[str], spec):
                     raise ValueError(f"{path / 'time.npy'} has shape {times.shape}; expected ({len(ds)},), one "
                                      "start time per window")
             yield name, x, np.asarray(ds.pid), times, ds.y
+        elif path.is_file() and has_clock(path):
+            # a table with a clock column: its own rate, gaps split it, labels read when a label column exists
+            for rec in read_recordings(path, fs=fs, unit=unit):
+                if len(rec.channels) != len(spec.channels):
+                    raise ValueError(f"{rec.source} has {len(rec.channels)} axis columns; the model expects "
+                                     f"{len(spec.channels)} ({', '.join(spec.channels)})")
+                x, start, y = rec.windows(spec.sample_rate_hz, spec.window_seconds, spec.hop_seconds)
+                if not len(x):
+                    raise ValueError(f"recording {rec.source} has no segment as long as one "
+                                     f"{spec.window_seconds:g} s window")
+                yield rec.source, x, np.full(len(x), rec.subject), start, y
         elif path.suffix.lower() in RECORDING_SUFFIXES and path.is_file():
             if fs is None:
                 raise ValueError(f"{path} is a continuous recording: state its sampling rate with --fs HZ")
@@ -47,7 +59,8 @@ def _embed_sources(specs, fs: Optional[float], unit: Optional[str], spec):
             raise FileNotFoundError(f"{path} does not exist (expected 'hapt', a folder with X.npy and pid.npy, or a "
                                     ".npy/.csv recording)")
         else:
-            raise ValueError(f"{path}: expected a folder with X.npy or a .npy/.csv recording, got a "
+            raise ValueError(f"{path}: expected a folder with X.npy, a CSV / parquet recording with a time column, or a "
+                             f"headerless .npy/.csv recording, got a "
                              f"'{path.suffix}' file")
 
 
@@ -65,7 +78,7 @@ def run(args) -> int:
     spec = model.data_spec
     t0 = time.perf_counter()
     z, pid, index, times, labels = [], [], [], [], []
-    for name, x, p, t, y in _embed_sources(args.data, args.fs, args.unit, spec):
+    for name, x, p, t, y in model_windows(args.data, args.fs, args.unit, spec):
         # the unit was checked (and converted) by the reader: embed takes the windows as g
         z.append(model.embed(x, batch_size=args.batch_size, unit="g").numpy())
         pid.append(p)

@@ -18,6 +18,8 @@ from .atomic import atomic_dir, atomic_open, atomic_write_bytes, atomic_write_te
 from .corpus import WindowCorpus, open_corpus
 from .folder import check_subjectwise, load_folder, save_folder
 from .hapt import load_hapt
+from .prepare import prepare_recordings
+from .read_recording import TimedRecording, read_recording, read_recordings
 from .recording import recording_windows, resample_recording
 from .resample import make_windows, resample_labels, resample_to
 from .shards import write_shards
@@ -31,6 +33,7 @@ __all__ = [
     "resample_to", "resample_labels", "make_windows",
     "load_hapt",
     "atomic_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text",
+    "read_recording", "read_recordings", "TimedRecording", "prepare_recordings",
     "recording_windows", "resample_recording", "WindowCorpus", "open_corpus", "write_shards",
     "UnitError", "WindowSpec",
 ]

@@ -182,14 +182,16 @@ def _plain_labels(arr: np.ndarray, what: str) -> np.ndarray:
     raise TypeError(f"{what} is an object array of mixed types; save_folder writes int or str arrays only")
 
 
-def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True) -> Path:
+def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True, extra_arrays: Optional[dict] = None,
+                extra_meta: Optional[dict] = None) -> Path:
     """Write ``ds`` as a dataset folder, atomically.
 
     Writes ``X.npy`` channels-last ``(N, L, C)`` float32 (the field's layout), ``Y.npy`` (if ``ds.y``),
     ``pid.npy`` and ``meta.json`` (``fs``, ``label_names``) into a temp folder beside ``path`` and then moves it
     into place (:func:`~flowfm.data.atomic.atomic_dir`): an interrupted save leaves ``path`` as it was
     (absent, or the complete previous dataset), never half-written. An existing folder is replaced when
-    ``overwrite`` is True.
+    ``overwrite`` is True. ``extra_arrays`` ({file name: (N,) array}, e.g. ``{"time.npy": start_times}``) are
+    written into the same folder in the same atomic step; ``extra_meta`` entries are added to ``meta.json``.
 
     Returns:
         The folder path.
@@ -212,8 +214,15 @@ def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True) -> Path
         if y is not None:
             np.save(tmp / "Y.npy", y, allow_pickle=False)
         np.save(tmp / "pid.npy", pid, allow_pickle=False)
+        for name, arr in (extra_arrays or {}).items():
+            arr = np.asarray(arr)
+            if arr.shape[:1] != (n,) or Path(name).name != name or not name.endswith(".npy"):
+                raise ValueError(f"extra array {name!r} must be a plain '<name>.npy' of N = {n} rows, got shape "
+                                 f"{arr.shape}")
+            np.save(tmp / name, arr, allow_pickle=False)
         meta = {"fs": ds.fs, "layout": "channels_last",
-                "label_names": None if ds.label_names is None else {str(k): v for k, v in ds.label_names.items()}}
+                "label_names": None if ds.label_names is None else {str(k): v for k, v in ds.label_names.items()},
+                **(extra_meta or {})}
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
     return target

@@ -33,8 +33,9 @@ def encoder_model(source: str, *, preset: str = "small", in_channels: int = 3, w
         return (lambda s: random_init_model(preset, in_channels, window, base_seed * 100_003 + s)), \
             f"random_init_{preset}"
     from flowfm.checkpoint import CheckpointError, load_model
+    from flowfm.zoo import resolve_checkpoint
 
-    path = Path(source)
+    path = resolve_checkpoint(source)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder {path} does not exist (pass a model folder such as RUN/model, "
                                 f"or --encoder random / scratch)")
