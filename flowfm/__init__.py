@@ -12,7 +12,7 @@ from flowfm.model import FlowFM
 from flowfm.sampling import fast_sample
 
 __version__ = "0.1.0"
-__all__ = ["FlowFMConfig", "FlowFM", "fast_sample", "data", "pretrained", "__version__"]
+__all__ = ["FlowFMConfig", "FlowFM", "fast_sample", "data", "pretrained", "import_ssl_wearables", "__version__"]
 
 
 def pretrained(name=None, map_location="cpu"):
@@ -24,3 +24,11 @@ def pretrained(name=None, map_location="cpu"):
     if name is None:
         return zoo.names()
     return load_model(zoo.model_folder(name), map_location=map_location)
+
+
+def import_ssl_wearables(source, config=None, backend=None):
+    """A FlowFM model whose encoder holds SSL-Wearables' published harnet10 weights (:mod:`flowfm.interop.
+    ssl_wearables`; read with ``torch.load(weights_only=True)``)."""
+    from flowfm.interop.ssl_wearables import import_ssl_wearables as _import
+
+    return _import(source, config=config, backend=backend)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-from pathlib import Path
+from flowfm.cli.common import add_unit, at_model_rate, declared_fs, load_dataset
 from flowfm.encoder import READOUTS
-from flowfm.cli.common import add_unit, load_dataset, declared_fs, at_model_rate
 
 
 def run(args) -> int:
@@ -13,6 +12,8 @@ def run(args) -> int:
 
     from flowfm.data.atomic import atomic_write_text
     from flowfm.evaluation import FitConfig, encoder_model, evaluate_encoder, report_markdown
+    from flowfm.evaluation.outputs import (per_class_markdown, plot_confusion, provenance, report_paths,
+                                           write_predictions_csv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -36,24 +37,33 @@ def run(args) -> int:
     x = at_model_rate(ds.x, declared_fs(args.data), spec, args.data)
     config = FitConfig(max_epochs=args.max_epochs, patience=args.patience, batch_size=args.batch_size,
                        val_fraction=args.val_fraction)
+    paths = report_paths(args.out) if args.out else {}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --overwrite or another --out")
     report = evaluate_encoder(model, x, ds.y, ds.pid, mode, seeds=args.seeds, n_folds=args.folds,
                               loso=args.loso, label_subjects=args.label_subjects, draws=args.draws, config=config,
                               name=name, data=args.data, progress=None if args.quiet else print,
-                              readout=args.readout)
+                              readout=args.readout, keep_predictions=bool(args.out))
     print(f"{name} ({mode}): macro-F1 {report['macro_f1_mean']:.3f} +- {report['macro_f1_sd']:.3f}, kappa "
           f"{report['kappa_mean']:.3f} ({report['folds']} subject-wise folds, label subjects "
           f"{args.label_subjects or 'all'}, {args.seeds} seed(s), {report['seconds']:.0f} s)")
     if args.out:
-        out = Path(args.out)
-        atomic_write_text(out, json.dumps(report, indent=2))
-        atomic_write_text(out.with_suffix(".md"), report_markdown(report))
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        atomic_write_text(paths["csv"], write_predictions_csv(report, ds.y, ds.pid))
+        for s in report["per_seed"]:
+            for d in s["draws"]:
+                d.pop("y_pred", None)
+        report["provenance"] = provenance([ds.x, ds.y, ds.pid])
+        atomic_write_text(paths["json"], json.dumps(report, indent=2))
+        atomic_write_text(paths["md"], report_markdown(report) + per_class_markdown(report))
+        plot_confusion(report, paths["png"])
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="subject-wise evaluation of an encoder: linear probe, MLP head on frozen "
-                                        "features, or fine-tuning (SPEC section 5)")
+                                        "features, or fine-tuning (docs/design.md §5)")
     p.add_argument("--data", default="hapt")
     add_unit(p)
     src = p.add_mutually_exclusive_group()
@@ -83,6 +93,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--quiet", action="store_true", help="no per-seed progress lines")
-    p.add_argument("--out", default=None, help="write the JSON report here (and a markdown table beside it, .md)")
+    p.add_argument("--out", default=None,
+                   help="report base name: writes OUT.json, OUT.md, OUT_confusion.png and OUT_predictions.csv "
+                        "(a .json / .md suffix is dropped first)")
+    p.add_argument("--overwrite", action="store_true", help="replace those files if they exist")
     p.set_defaults(func=run)
 

@@ -60,6 +60,12 @@ def run(args) -> int:
                               for flag, (value, methods) in generator_flags.items() if value is not None})
         # mean/std from at most NORMALIZER_WINDOWS seeded windows, read chunk by chunk (all of a small corpus)
         model = build_model(method, config_kwargs, backend=args.backend).fit_normalizer(x.subsample(seed=args.seed))
+        if args.init_encoder:
+            from flowfm.interop.ssl_wearables import load_ssl_wearables_encoder
+
+            loaded = load_ssl_wearables_encoder(model.encoder, args.init_encoder)
+            print(f"encoder initialised from SSL-Wearables weights {args.init_encoder} ({loaded['loaded']} tensors; "
+                  f"heads skipped: {len(loaded['skipped_heads'])})")
         from flowfm.data.window_spec import WindowSpec, default_channels
 
         model.data_spec = WindowSpec(data_fs, x.shape[2], max(1, x.shape[2] // 2), "g", default_channels(x.shape[1]))
@@ -154,6 +160,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    p.add_argument("--init-encoder", default=None, metavar="PATH",
+                   help="start the encoder from SSL-Wearables' published harnet10 weights (a state-dict file, read "
+                        "with torch.load(weights_only=True)); needs --preset harnet10")
     p.add_argument("--no-progress", action="store_true")
     add_backend(p)
     p.set_defaults(func=run)

@@ -20,7 +20,7 @@ from flowfm.evaluation.splits import label_subject_draw, subject_folds
 
 def linear_probe(features: np.ndarray, y: np.ndarray, pid: np.ndarray, n_folds: int = 5, loso: bool = False,
                  label_subjects: Optional[int] = None, draws: int = 1, seed: int = 0, C: float = 1.0,
-                 max_iter: int = 1000) -> dict:
+                 max_iter: int = 1000, keep_predictions: bool = False) -> dict:
     """features (N, D), labels y (N,), subject ids pid (N,) -> {"per_draw": [...metrics], "macro_f1": summary,
     "kappa": summary, ...}. ``features`` may also be a list of one (N, D) array per fold (the features of per-fold
     encoders, inductive evaluation): fold f is fit and tested on ``features[f]``."""
@@ -50,6 +50,8 @@ def linear_probe(features: np.ndarray, y: np.ndarray, pid: np.ndarray, n_folds: 
             clf.fit(features[chosen], y[chosen])
             y_pred[test_idx] = clf.predict(features[test_idx])
         per_draw.append(classification_metrics(y, y_pred, pid, labels))
+        if keep_predictions:
+            per_draw[-1]["y_pred"] = y_pred.tolist()
     return {"per_draw": per_draw, "macro_f1": summarize([d["macro_f1"] for d in per_draw]),
             "kappa": summarize([d["kappa"] for d in per_draw]), "folds": len(folds),
             "label_subjects": label_subjects, "draws": draws}

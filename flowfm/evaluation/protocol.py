@@ -132,12 +132,12 @@ def _fit_predict(mode: str, model, x: np.ndarray, feats: Optional[np.ndarray], y
 
 
 def _evaluate_seed(model, mode, x, y, pid, feats, seed, n_folds, loso, label_subjects, draws, config,
-                   device) -> dict:
+                   device, keep_predictions: bool = False) -> dict:
     t_seed = time.perf_counter()
     labels = np.unique(y)
     if mode == "linear":
         probe = linear_probe(feats, y, pid, n_folds=n_folds, loso=loso, label_subjects=label_subjects, draws=draws,
-                             seed=seed)
+                             seed=seed, keep_predictions=keep_predictions)
         seconds = time.perf_counter() - t_seed
         per_draw = [dict(m, draw=d, epochs=None, best_epochs=None, val_subjects=None,
                          seconds=seconds / len(probe["per_draw"])) for d, m in enumerate(probe["per_draw"])]
@@ -159,6 +159,8 @@ def _evaluate_seed(model, mode, x, y, pid, feats, seed, n_folds, loso, label_sub
             metrics = classification_metrics(y, y_pred, pid, labels)
             per_draw.append(dict(metrics, draw=d, epochs=epochs, best_epochs=best, val_subjects=n_val,
                                  seconds=time.perf_counter() - t_draw))
+            if keep_predictions:
+                per_draw[-1]["y_pred"] = y_pred.tolist()
     return {"seed": seed, "seconds": time.perf_counter() - t_seed, "draws": per_draw,
             **{k: float(np.mean([m[k] for m in per_draw])) for k in ("macro_f1", "kappa", "subject_f1_mean")}}
 
@@ -168,7 +170,7 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
                      label_subjects: Optional[int] = None, draws: int = 1,
                      config: Optional[_fit.FitConfig] = None, name: str = "model", data: Optional[str] = None,
                      device=None, progress: Optional[Callable[[str], None]] = None,
-                     readout: str = "z") -> dict:
+                     readout: str = "z", keep_predictions: bool = False) -> dict:
     """Evaluate one encoder subject-wise in ``mode`` over evaluation seeds; returns the report (module doc).
 
     model: anything with ``.encode(x)`` and ``.encoder`` (FlowFM, DiffusionFM, SSLWearables, e.g. from
@@ -178,6 +180,7 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
     seeds: a count n (seeds 0..n-1) or explicit seeds. ``draws`` applies in the low-label regime only.
     readout: the frozen features of mode linear / mlp, ``"z"`` (N, D) or ``"stages"`` (N, sum of the encoder's
         stage channels); finetune / scratch accept ``"z"`` only.
+    keep_predictions: store every test window's prediction (``y_pred``, in the order of x) in each draw.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is unknown; expected one of {MODES}")
@@ -213,7 +216,7 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
             if progress:
                 progress(f"{name}: encoded {len(x)} windows in {time.perf_counter() - t_enc:.1f} s")
         per_seed.append(_evaluate_seed(m, mode, x, y, pid, feats, seed, n_folds, loso, label_subjects, draws,
-                                       config, dev))
+                                       config, dev, keep_predictions))
         if progress:
             progress(f"{name} {mode} seed {seed}: macro-F1 {per_seed[-1]['macro_f1']:.3f} "
                      f"({per_seed[-1]['seconds']:.1f} s)")

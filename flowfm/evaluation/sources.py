@@ -47,4 +47,4 @@ def encoder_model(source: str, *, preset: str = "small", in_channels: int = 3, w
         raise ValueError(f"{path} holds a {type(model).__name__} without an encoder to evaluate")
     if model.config.in_channels != in_channels:
         raise ValueError(f"{path} expects {model.config.in_channels} channels; the data has {in_channels}")
-    return model, str(path)
+    return model, str(source)
