@@ -27,7 +27,11 @@ import pytest
 import torch
 
 from flowfm_kernels import dispatch
-from flowfm_kernels.cuda import _build, _cupy_jit, loader, ops
+from flowfm_kernels.conv_block.cuda import conv_block_cuda
+from flowfm_kernels.cuda import _build, _cupy_jit, launch, loader
+from flowfm_kernels.fm_loss.cuda import flow_matching_loss_cuda, interpolate_cuda
+from flowfm_kernels.gn_film_silu.cuda import gn_film_silu_cuda
+from flowfm_kernels.ode_steps.cuda import euler_step_cuda, guidance_combine_cuda, heun_correct_cuda, rk4_combine_cuda
 from flowfm_kernels.fm_loss.reference import flow_matching_loss_ref, interpolate_ref
 from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
 from flowfm_kernels.ode_steps.reference import (euler_step_ref, guidance_combine_ref, heun_correct_ref,
@@ -151,7 +155,7 @@ def cuda_only_op(monkeypatch):
     """A temporary op with only eager + cuda implementations (so 'auto' cannot pick triton)."""
     op = "_test_cuda_only_op"
     monkeypatch.setitem(dispatch._REGISTRY, op, {"eager": "flowfm_kernels.ode_steps.reference:euler_step_ref",
-                                                 "cuda": "flowfm_kernels.cuda.ops:euler_step_cuda"})
+                                                 "cuda": "flowfm_kernels.ode_steps.cuda:euler_step_cuda"})
     monkeypatch.setitem(dispatch._CUDA_PREFERENCE, op, ("cuda", "eager"))
     monkeypatch.setattr(dispatch, "_warned", set())
     return op
@@ -192,7 +196,7 @@ def test_env_backend_cuda_raises_too(monkeypatch, fresh_loader):
 def test_ops_reject_cpu_tensors():
     x = torch.randn(2, 3, 5)
     with pytest.raises(ValueError, match="CUDA tensors"):
-        ops.euler_step_cuda(x, x, torch.ones(2))
+        euler_step_cuda(x, x, torch.ones(2))
 
 
 # ================================================================================================== build logic
@@ -364,8 +368,8 @@ def test_launch_geometry_stays_within_cuda_limits_for_huge_batches(sms):
     for call in cases:
         launches = _record_launches(call, sms)
         assert launches
-        for launch in launches:  # the y-capped kernels grid-stride over the remaining samples
-            assert launch.grid[2] == 1
+        for la in launches:  # the y-capped kernels grid-stride over the remaining samples
+            assert la.grid[2] == 1
     # dgamma / dbeta: the batch is spread over blocks (32 rows each), not looped over by one block
     launches = _record_launches(gn(1024, 256, 75, 32), sms)
     partial = [la for la in launches if la.name == "flowfm::gn_bwd_params_partial_kernel"]
@@ -434,7 +438,7 @@ def backend(request, monkeypatch):
             module._sms.clear()
 
         monkeypatch.setattr(loader, "get_module", lambda: module)
-        monkeypatch.setattr(ops, "_ALLOW_CPU_TENSORS", True)
+        monkeypatch.setattr(launch, "_ALLOW_CPU_TENSORS", True)
         yield Backend("emu", "cpu", module, set_sms)
         return
     impl = request.param.split("-")[1]
@@ -494,7 +498,7 @@ def test_gn_film_silu_forward(backend, poison_allocations, dtype, B, C, L, G, sm
     gen = torch.Generator().manual_seed(B * 1000 + C * 10 + L)
     h, gamma, beta, scale, shift = _gn_inputs(B, C, L, dtype, backend.device, gen)
     with torch.no_grad():
-        y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, G)
+        y = gn_film_silu_cuda(h, gamma, beta, scale, shift, G)
         ref = gn_film_silu_ref(h, gamma, beta, scale, shift, G)
     assert y.dtype == dtype and y.shape == h.shape
     assert_rel_rms(y, ref, _tol(dtype), f"gn_film_silu {backend.name} {dtype} {(B, C, L, G)}")
@@ -506,7 +510,7 @@ def test_gn_film_silu_optional_parameters(backend, with_params):
     gen = torch.Generator().manual_seed(7)
     h, gamma, beta, scale, shift = _gn_inputs(3, 8, 33, torch.float32, backend.device, gen, with_params)
     with torch.no_grad():
-        y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, 4, eps=1e-3)
+        y = gn_film_silu_cuda(h, gamma, beta, scale, shift, 4, eps=1e-3)
         ref = gn_film_silu_ref(h, gamma, beta, scale, shift, 4, eps=1e-3)
     assert_rel_rms(y, ref, _tol(torch.float32), f"gn_film_silu params={with_params}")
 
@@ -517,7 +521,7 @@ def test_gn_film_silu_noncontiguous_and_large_mean(backend):
     h, gamma, beta, scale, shift = _gn_inputs(2, 8, 41, torch.float32, backend.device, gen)
     h = non_contiguous(h + 100.0)
     with torch.no_grad():
-        y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, 2)
+        y = gn_film_silu_cuda(h, gamma, beta, scale, shift, 2)
         ref = gn_film_silu_ref(h, gamma, beta, scale, shift, 2)
     assert_rel_rms(y, ref, 1e-4, "gn_film_silu offset 100")
 
@@ -532,7 +536,7 @@ def test_gn_film_silu_backward(backend, poison_allocations, dtype, B, C, L, G, s
     dy = _randn((B, C, L), dtype, backend.device, gen)
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     ref_leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
-    y = ops.gn_film_silu_cuda(*leaves, G)
+    y = gn_film_silu_cuda(*leaves, G)
     y.backward(dy)
     ref = gn_film_silu_ref(*ref_leaves, G)
     ref.backward(dy)
@@ -548,7 +552,7 @@ def test_gn_film_silu_backward_partial_requirements(backend):
     gen = torch.Generator().manual_seed(5)
     h, gamma, beta, scale, shift = _gn_inputs(2, 8, 19, torch.float32, backend.device, gen)
     scale = scale.clone().requires_grad_(True)
-    y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, 4)
+    y = gn_film_silu_cuda(h, gamma, beta, scale, shift, 4)
     y.sum().backward()
     scale_ref = scale.detach().clone().requires_grad_(True)
     gn_film_silu_ref(h, gamma, beta, scale_ref, shift, 4).sum().backward()
@@ -598,7 +602,7 @@ def test_gn_film_silu_param_grads_over_several_batch_chunks(backend, poison_allo
     dy = _randn((67, 36, 4), torch.float32, backend.device, gen)
     leaves = [t.detach().clone().requires_grad_(True) for t in (gamma, beta)]
     refs = [t.detach().clone().requires_grad_(True) for t in (gamma, beta)]
-    ops.gn_film_silu_cuda(h, *leaves, scale, shift, 4).backward(dy)
+    gn_film_silu_cuda(h, *leaves, scale, shift, 4).backward(dy)
     gn_film_silu_ref(h, *refs, scale, shift, 4).backward(dy)
     for name, got, want in zip(("dgamma", "dbeta"), leaves, refs):
         assert_rel_rms(got.grad, want.grad, 1e-5, f"{name} B=67")
@@ -612,7 +616,7 @@ def test_gn_film_silu_is_deterministic(backend):
     results = []
     for _ in range(2):
         leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
-        y = ops.gn_film_silu_cuda(*leaves, 1)
+        y = gn_film_silu_cuda(*leaves, 1)
         y.backward(dy)
         results.append([y.detach()] + [t.grad for t in leaves])
     for a, b in zip(*results):
@@ -622,7 +626,7 @@ def test_gn_film_silu_is_deterministic(backend):
 def test_gn_film_silu_float64_runs_the_reference(backend):
     gen = torch.Generator().manual_seed(1)
     h, gamma, beta, scale, shift = _gn_inputs(2, 4, 9, torch.float64, backend.device, gen, param_dtype=torch.float64)
-    y = ops.gn_film_silu_cuda(h, gamma, beta, scale, shift, 2)
+    y = gn_film_silu_cuda(h, gamma, beta, scale, shift, 2)
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, gn_film_silu_ref(h, gamma, beta, scale, shift, 2))
 
@@ -643,7 +647,7 @@ def test_conv_block_cuda_matches_reference(backend, poison_allocations, dtype, B
     dy = _randn((B, Cout, L), dtype, backend.device, gen)
     inputs = [x, weight, bias, gamma, beta, scale, shift]
     outs, grads = [], []
-    for fn in (ops.conv_block_cuda, conv_block_ref):
+    for fn in (conv_block_cuda, conv_block_ref):
         leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in inputs]
         y = fn(*leaves, G)
         y.backward(dy)
@@ -663,9 +667,9 @@ def test_conv_block_cuda_matches_reference(backend, poison_allocations, dtype, B
 def test_conv_block_cuda_rejects_bad_shapes_and_devices():
     x = torch.randn(2, 3, 8)
     with pytest.raises(ValueError, match="weight \\(Cout, Cin, 3\\)"):
-        ops.conv_block_cuda(x, torch.randn(4, 3, 5), None, None, None, None, None, 2)
+        conv_block_cuda(x, torch.randn(4, 3, 5), None, None, None, None, None, 2)
     with pytest.raises(ValueError, match="CUDA tensors"):
-        ops.conv_block_cuda(x, torch.randn(4, 3, 3), None, None, None, None, None, 2)
+        conv_block_cuda(x, torch.randn(4, 3, 3), None, None, None, None, None, 2)
 
 
 # ================================================================================================== FM loss
@@ -683,7 +687,7 @@ def test_flow_matching_loss(backend, poison_allocations, v_dtype, x_dtype, B, C,
     x1 = _randn((B, C, L), x_dtype, backend.device, gen)
     for sigma_min in (0.0, 0.05):
         with torch.no_grad():
-            loss = ops.flow_matching_loss_cuda(v, x0, x1, sigma_min, reduction)
+            loss = flow_matching_loss_cuda(v, x0, x1, sigma_min, reduction)
         ref = flow_matching_loss_ref(v, x0, x1, sigma_min, reduction)
         assert loss.dtype == torch.float32 and loss.shape == ref.shape
         assert_rel_rms(loss, ref, 1e-5, f"fm loss {reduction} {v_dtype}/{x_dtype} s={sigma_min}")
@@ -697,7 +701,7 @@ def test_flow_matching_loss_gradients(backend, poison_allocations, dtype, reduct
     tensors = [_randn((B, C, L), dtype, backend.device, gen) for _ in range(3)]
     weights = _randn((B,), torch.float32, backend.device, gen)
     grads = []
-    for fn in (ops.flow_matching_loss_cuda, flow_matching_loss_ref):
+    for fn in (flow_matching_loss_cuda, flow_matching_loss_ref):
         leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
         loss = fn(*leaves, 0.1, reduction)
         (3.0 * loss if reduction == "mean" else (loss * weights).sum()).backward()
@@ -711,7 +715,7 @@ def test_flow_matching_loss_noncontiguous_and_grad_only_for_v(backend):
     gen = torch.Generator().manual_seed(8)
     v, x0, x1 = (non_contiguous(_randn((2, 3, 50), torch.float32, backend.device, gen)) for _ in range(3))
     v_leaf = v.detach().clone().requires_grad_(True)
-    loss = ops.flow_matching_loss_cuda(v_leaf, x0, x1)
+    loss = flow_matching_loss_cuda(v_leaf, x0, x1)
     loss.backward()
     v_ref = v.detach().clone().requires_grad_(True)
     flow_matching_loss_ref(v_ref, x0, x1).backward()
@@ -727,7 +731,7 @@ def test_interpolate(backend, poison_allocations, dtype, B, C, L):
     x1 = _randn((B, C, L), dtype, backend.device, gen)
     t = torch.rand(B, generator=gen).to(backend.device)
     for sigma_min in (0.0, 0.01):
-        xt = ops.interpolate_cuda(x0, x1, t, sigma_min)
+        xt = interpolate_cuda(x0, x1, t, sigma_min)
         assert xt.dtype == dtype
         assert_rel_rms(xt, interpolate_ref(x0, x1, t, sigma_min), _tol(dtype), f"interpolate {dtype} {(B, C, L)}")
 
@@ -736,7 +740,7 @@ def test_interpolate_noncontiguous(backend):
     gen = torch.Generator().manual_seed(6)
     x0, x1 = (non_contiguous(_randn((3, 3, 37), torch.float32, backend.device, gen)) for _ in range(2))
     t = torch.rand(3, generator=gen).to(backend.device)
-    assert_rel_rms(ops.interpolate_cuda(x0, x1, t), interpolate_ref(x0, x1, t), 1e-6, "interpolate non-contiguous")
+    assert_rel_rms(interpolate_cuda(x0, x1, t), interpolate_ref(x0, x1, t), 1e-6, "interpolate non-contiguous")
 
 
 # ================================================================================================== ODE steps
@@ -763,7 +767,7 @@ def test_euler_step(backend, x_dtype, v_dtype, B, C, L, guided, out_mode):
     ref = euler_step_ref(x, v, dt, None, v_null, w)
     x_in = x.clone()
     out = {"none": None, "poisoned": nan_poisoned_like(x), "inplace": x_in}[out_mode]
-    got = ops.euler_step_cuda(x_in, v, dt, out, v_null, w)
+    got = euler_step_cuda(x_in, v, dt, out, v_null, w)
     if out is not None:
         assert got is out
     assert_rel_rms(got, ref, _step_tol(x_dtype, v_dtype), f"euler {x_dtype}/{v_dtype} {(B, C, L)} {out_mode}")
@@ -783,7 +787,7 @@ def test_heun_correct(backend, x_dtype, v_dtype, B, C, L, guidance_mode, out_mod
     ref = heun_correct_ref(x, v1, v2, dt, None, n1, n2, 1.8)
     x_in = x.clone()
     out = {"none": None, "poisoned": nan_poisoned_like(x), "inplace": x_in}[out_mode]
-    got = ops.heun_correct_cuda(x_in, v1, v2, dt, out, n1, n2, 1.8)
+    got = heun_correct_cuda(x_in, v1, v2, dt, out, n1, n2, 1.8)
     assert_rel_rms(got, ref, _step_tol(x_dtype, v_dtype), f"heun {x_dtype}/{v_dtype} {(B, C, L)} {guidance_mode}")
 
 
@@ -798,7 +802,7 @@ def test_rk4_combine(backend, x_dtype, v_dtype, B, C, L, out_mode):
     ref = rk4_combine_ref(x, *ks, dt)
     x_in = x.clone()
     out = {"none": None, "poisoned": nan_poisoned_like(x), "inplace": x_in}[out_mode]
-    got = ops.rk4_combine_cuda(x_in, *ks, dt, out)
+    got = rk4_combine_cuda(x_in, *ks, dt, out)
     assert_rel_rms(got, ref, _step_tol(x_dtype, v_dtype), f"rk4 {x_dtype}/{v_dtype} {(B, C, L)} {out_mode}")
 
 
@@ -811,7 +815,7 @@ def test_guidance_combine(backend, dtype, B, C, L, out_mode):
     ref = guidance_combine_ref(v, v_null, 3.0)
     v_in, n_in = v.clone(), v_null.clone()
     out = {"none": None, "poisoned": nan_poisoned_like(v), "inplace_v": v_in, "inplace_null": n_in}[out_mode]
-    got = ops.guidance_combine_cuda(v_in, n_in, 3.0, out)
+    got = guidance_combine_cuda(v_in, n_in, 3.0, out)
     assert_rel_rms(got, ref, _tol(dtype), f"guidance {dtype} {(B, C, L)} {out_mode}")
 
 
@@ -821,15 +825,15 @@ def test_steps_with_noncontiguous_tensors(backend):
     x, v, vn = (non_contiguous(_randn((B, C, L), torch.float32, backend.device, gen)) for _ in range(3))
     dt = torch.rand(B, generator=gen).to(backend.device)
     ref = euler_step_ref(x, v, dt, None, vn, 1.5)
-    got = ops.euler_step_cuda(x, v, dt, None, vn, 1.5)
+    got = euler_step_cuda(x, v, dt, None, vn, 1.5)
     assert_rel_rms(got, ref, 1e-6, "euler non-contiguous inputs")
     out = non_contiguous(torch.full((B, C, L), float("nan"), device=backend.device))
-    got = ops.euler_step_cuda(x, v, dt, out, vn, 1.5)
+    got = euler_step_cuda(x, v, dt, out, vn, 1.5)
     assert got is out
     assert_rel_rms(out, ref, 1e-6, "euler non-contiguous out")
     x_view = non_contiguous(x.contiguous())  # a fresh non-contiguous state updated in place
     ref2 = euler_step_ref(x_view, v, dt)
-    got2 = ops.euler_step_cuda(x_view, v, dt, x_view)
+    got2 = euler_step_cuda(x_view, v, dt, x_view)
     assert got2 is x_view
     assert_rel_rms(x_view, ref2, 1e-6, "euler in place on a non-contiguous x")
 
@@ -838,16 +842,16 @@ def test_steps_scalar_dt_broadcasts_and_fallbacks(backend):
     gen = torch.Generator().manual_seed(13)
     x, v = (_randn((2, 3, 8), torch.float32, backend.device, gen) for _ in range(2))
     dt1 = torch.tensor([0.25], device=backend.device)
-    assert_rel_rms(ops.euler_step_cuda(x, v, dt1), x + 0.25 * v, 1e-6, "dt broadcast")
+    assert_rel_rms(euler_step_cuda(x, v, dt1), x + 0.25 * v, 1e-6, "dt broadcast")
     # float64 and tensor-valued guidance run the reference
     x64, v64 = x.double(), v.double()
     dt = torch.full((2,), 0.5, device=backend.device)
-    torch.testing.assert_close(ops.euler_step_cuda(x64, v64, dt), euler_step_ref(x64, v64, dt))
+    torch.testing.assert_close(euler_step_cuda(x64, v64, dt), euler_step_ref(x64, v64, dt))
     w = torch.tensor(2.0, device=backend.device)
-    torch.testing.assert_close(ops.guidance_combine_cuda(x, v, w), guidance_combine_ref(x, v, w))
+    torch.testing.assert_close(guidance_combine_cuda(x, v, w), guidance_combine_ref(x, v, w))
     # gradients through a step: the reference handles them
     xl = x.clone().requires_grad_(True)
-    ops.euler_step_cuda(xl, v, dt).sum().backward()
+    euler_step_cuda(xl, v, dt).sum().backward()
     torch.testing.assert_close(xl.grad, torch.ones_like(x))
 
 

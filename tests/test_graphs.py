@@ -1,4 +1,4 @@
-"""CUDA-graph sampler (flowfm_kernels.graphs, SPEC §6 item 4).
+"""CUDA-graph sampler (flowfm_kernels.graphs, docs/design.md §6 item 4).
 
 CPU: the cuda_graph / $FLOWFM_CUDA_GRAPH / $FLOWFM_CUDA_GRAPH_CACHE rules, the address fingerprint, and the whole
 cache (keys, LRU eviction, clear(), stats(), stale-weight recapture, capture-failure fallback) driven through

@@ -1,4 +1,19 @@
-"""GroupNorm + FiLM + SiLU: the memory-bound tail of the velocity network's conv block."""
+"""GroupNorm + FiLM + SiLU: the memory-bound tail of the velocity network's conv block.
+
+``gn_film_silu(h, gamma, beta, scale, shift, num_groups, eps, backend=)`` = ``SiLU((GN(h) gamma + beta)(1 + scale)
++ shift)``, h (B, C, L), gamma / beta (C,), scale / shift (B, C); checks shapes, then the dispatcher picks a backend.
+
+=========================================  ===================================================================
+``reference.py``                           ``gn_film_silu_ref``: the eager PyTorch definition (autograd by torch)
+``triton.py``                              Triton forward / backward kernels, ``flowfm::gn_film_silu_fwd|bwd``
+                                           custom ops, cost model ``gn_film_silu_cost``
+``cuda.py``                                ``gn_film_silu_cuda``: host wrapper and autograd.Function over
+                                           ``csrc/gn_film_silu.cu`` (launch plans in ``csrc/flowfm_api.h``)
+tests                                      ``tests/test_kernels_gn_film_silu.py`` (Triton vs reference),
+                                           ``tests/test_cuda_backend.py`` (CUDA C++ via emulation / GPU),
+                                           ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
+=========================================  ===================================================================
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -11,7 +26,7 @@ from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
 dispatch.register("gn_film_silu", {
     "eager": "flowfm_kernels.gn_film_silu.reference:gn_film_silu_ref",
     "triton": "flowfm_kernels.gn_film_silu.triton:gn_film_silu_triton",
-    "cuda": "flowfm_kernels.cuda.ops:gn_film_silu_cuda",
+    "cuda": "flowfm_kernels.gn_film_silu.cuda:gn_film_silu_cuda",
 })
 
 

@@ -61,7 +61,7 @@ Internal helpers reused by :mod:`flowfm_kernels.conv_block.triton`: :func:`group
 
 Autograd / torch.compile: the forward and backward are ``torch.library.custom_op`` s (``flowfm::gn_film_silu_fwd``,
 ``flowfm::gn_film_silu_bwd``) with fake (meta) implementations and ``register_autograd``, so ``torch.compile`` traces
-around them as opaque calls. :class:`GnFilmSiluFunction` is the equivalent plain ``torch.autograd.Function``.
+around them as opaque calls.
 
 Environment: ``TRITON_INTERPRET=1`` (before import) runs the kernels on CPU tensors through the Triton interpreter;
 ``FLOWFM_DEBUG_NAN_POISON=1`` fills every buffer these wrappers allocate with NaN before the kernels run (tests:
@@ -642,24 +642,7 @@ def gn_film_silu_backward(dy: Tensor, h: Tensor, mean: Tensor, rstd: Tensor, gam
     return (dh,) + film_param_grads(s1, s2, gamma, beta, scale, shift)
 
 
-# ---------------------------------------------------------------------------- autograd + torch.library ops
-class GnFilmSiluFunction(torch.autograd.Function):
-    """Plain autograd wrapper (used when ``torch.library.custom_op`` is unavailable; equivalent to the op)."""
-
-    @staticmethod
-    def forward(ctx, h, gamma, beta, scale, shift, num_groups, eps):
-        y, mean, rstd = gn_film_silu_forward(h, gamma, beta, scale, shift, num_groups, eps)
-        ctx.save_for_backward(h, gamma, beta, scale, shift, mean, rstd)
-        ctx.num_groups = num_groups
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        h, gamma, beta, scale, shift, mean, rstd = ctx.saved_tensors
-        dh, s1, s2 = gn_film_silu_backward_core(dy, h, mean, rstd, gamma, beta, scale, shift, ctx.num_groups)
-        return (dh,) + film_param_grads(s1, s2, gamma, beta, scale, shift) + (None, None)
-
-
+# ---------------------------------------------------------------------------- torch.library ops + autograd
 def _has_op(name: str) -> bool:
     try:
         getattr(torch.ops.flowfm, name)
@@ -668,9 +651,7 @@ def _has_op(name: str) -> bool:
         return False
 
 
-HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
-
-if HAS_CUSTOM_OP and not _has_op("gn_film_silu_fwd"):
+if not _has_op("gn_film_silu_fwd"):  # a re-import (importlib.reload) keeps the registered ops
     @torch.library.custom_op("flowfm::gn_film_silu_fwd", mutates_args=())
     def _gn_fwd_op(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                    shift: Optional[Tensor], num_groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -712,9 +693,7 @@ if HAS_CUSTOM_OP and not _has_op("gn_film_silu_fwd"):
 
 
 def _bwd_op(*args):
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.gn_film_silu_bwd(*args)
-    return gn_film_silu_backward_core(*args)
+    return torch.ops.flowfm.gn_film_silu_bwd(*args)
 
 
 def gn_film_silu_triton(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
@@ -723,9 +702,7 @@ def gn_film_silu_triton(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tenso
     :func:`~flowfm_kernels.gn_film_silu.reference.gn_film_silu_ref`); differentiable w.r.t. h, gamma, beta, scale,
     shift. Runs as the custom op ``flowfm::gn_film_silu_fwd`` (opaque to torch.compile)."""
     check_gn_args(h, gamma, beta, scale, shift, num_groups)
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.gn_film_silu_fwd(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]
-    return GnFilmSiluFunction.apply(h, gamma, beta, scale, shift, int(num_groups), float(eps))
+    return torch.ops.flowfm.gn_film_silu_fwd(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]
 
 
 # ------------------------------------------------------------------------------------------------ cost model
@@ -749,5 +726,5 @@ def gn_film_silu_cost(B: int, C: int, L: int, dtype: torch.dtype = torch.float32
 
 __all__ = ["gn_film_silu_triton", "gn_film_silu_cost", "group_stats", "gn_film_silu_apply",
            "gn_film_silu_forward", "gn_film_silu_backward", "gn_film_silu_backward_core", "film_param_grads",
-           "GnFilmSiluFunction", "FUSED_MAX_ELEMS", "use_fused", "new_buffer", "check_gn_args",
+           "FUSED_MAX_ELEMS", "use_fused", "new_buffer", "check_gn_args",
            "check_film_shapes"]
