@@ -1,4 +1,5 @@
-"""CUDA-graph replay of whole sampling loops (docs/design.md §6 item 4): capture once per key, then copy-in / replay / copy-out.
+"""CUDA-graph replay of whole sampling loops (docs/design.md §6 item 4): capture once per key, then copy-in / replay /
+copy-out.
 
 :func:`flowfm.sampling.generate` (and so :func:`flowfm.fast_sample`) routes CUDA calls through
 :func:`graphed_call`: the first call for a key captures the whole N-step loop (velocity network, solver steps,

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from flowfm_kernels.cuda import launch
+from flowfm_kernels.cuda.launch import check_device
 from flowfm_kernels.gn_film_silu.cuda import gn_film_silu_cuda
 
 __all__ = ["conv_block_cuda"]
@@ -24,6 +24,6 @@ def conv_block_cuda(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if x.dim() != 3 or weight.dim() != 3 or weight.shape[1] != x.shape[1] or weight.shape[2] != 3:
         raise ValueError(f"{fn}: expects x (B, Cin, L) and weight (Cout, Cin, 3); got x {tuple(x.shape)}, "
                          f"weight {tuple(weight.shape)}")
-    launch.check_device(fn, x.device, weight=weight, bias=bias)
+    check_device(fn, x.device, weight=weight, bias=bias)
     h = F.conv1d(x, weight, bias, padding=1)
     return gn_film_silu_cuda(h, gamma, beta, scale, shift, num_groups, eps)

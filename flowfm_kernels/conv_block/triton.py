@@ -60,7 +60,7 @@ from flowfm_kernels.gn_film_silu.triton import (_cfg, check_film_shapes, gn_film
                                                 gn_film_silu_backward, new_buffer)
 from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, SMEM_LIMIT_BYTES, cdiv, check_float,
                                            check_launchable, dot_smem_bytes, dtype_bytes, fold_grid, hint_divisor,
-                                           next_power_of_2, tune_key, tuned_autotune)
+                                           next_power_of_2, tune_key, tuned_autotune, vec_multiple)
 
 Tensor = torch.Tensor
 
@@ -131,12 +131,11 @@ def _conv1d_k3_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, Cin, 
     out[b, co, l] = bias[co] + sum_{ci,k} W[co, ci, k] x[b, ci, l + k - 1]. ``VEC`` divides L and the x / out
     channel and sample strides (host-checked): rewriting them as multiples of VEC lets Triton prove the row starts
     aligned, so the centre tap and the store vectorise even for L = 300."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_xb = (s_xb // VEC) * VEC
-        s_xc = (s_xc // VEC) * VEC
-        s_ob = (s_ob // VEC) * VEC
-        s_oc = (s_oc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_xb = vec_multiple(s_xb, VEC)
+    s_xc = vec_multiple(s_xc, VEC)
+    s_ob = vec_multiple(s_ob, VEC)
+    s_oc = vec_multiple(s_oc, VEC)
     pid0 = tl.program_id(0)
     b = pid0 // N_LT
     pid_l = pid0 - b * N_LT
@@ -252,12 +251,11 @@ def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_
 
     One tap per program keeps a single (BLOCK_CO, BLOCK_CI) fp32 accumulator: three of them (one per tap) in one
     program spilled at 255 registers in fp32 (measured offline, bench/results/triton_offline_sm90.json)."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_xb = (s_xb // VEC) * VEC
-        s_xc = (s_xc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_xb = vec_multiple(s_xb, VEC)
+    s_xc = vec_multiple(s_xc, VEC)
     pid0 = tl.program_id(0)
     pid_co = pid0 // 3
     k = pid0 - 3 * pid_co

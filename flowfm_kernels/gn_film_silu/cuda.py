@@ -10,7 +10,9 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from flowfm_kernels.cuda import launch, loader
+from flowfm_kernels.cuda import loader
+from flowfm_kernels.cuda.launch import (DTYPE_CODES, check_device, device_guard, f32, is_number, ptr, requires_grad,
+                                        stream)
 from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
 
 __all__ = ["gn_film_silu_cuda"]
@@ -21,16 +23,16 @@ def _gn_forward(h, gamma, beta, scale, shift, num_groups: int, eps: float):
     B, C, L = h.shape
     G = int(num_groups)
     hc = h.detach().contiguous()
-    g32, b32, s32, sh32 = launch.f32(gamma), launch.f32(beta), launch.f32(scale), launch.f32(shift)
+    g32, b32, s32, sh32 = f32(gamma), f32(beta), f32(scale), f32(shift)
     y = torch.empty_like(hc)
     mean = torch.empty((B, G), dtype=torch.float32, device=h.device)
     rstd = torch.empty((B, G), dtype=torch.float32, device=h.device)
-    with launch.device_guard(h.device):
+    with device_guard(h.device):
         ws_bytes = mod.gn_fwd_workspace_bytes(B, C, L, G)
         ws = torch.empty(ws_bytes, dtype=torch.uint8, device=h.device) if ws_bytes else None
-        mod.gn_film_silu_fwd(hc.data_ptr(), launch.ptr(g32), launch.ptr(b32), launch.ptr(s32), launch.ptr(sh32), y.data_ptr(),
-                             mean.data_ptr(), rstd.data_ptr(), launch.ptr(ws), ws_bytes, B, C, L, G, float(eps),
-                             launch.DTYPE_CODES[h.dtype], launch.stream(h.device))
+        mod.gn_film_silu_fwd(hc.data_ptr(), ptr(g32), ptr(b32), ptr(s32), ptr(sh32), y.data_ptr(),
+                             mean.data_ptr(), rstd.data_ptr(), ptr(ws), ws_bytes, B, C, L, G, float(eps),
+                             DTYPE_CODES[h.dtype], stream(h.device))
     return y, hc, (g32, b32, s32, sh32), mean, rstd
 
 
@@ -60,13 +62,13 @@ class _GnFilmSiluFunction(torch.autograd.Function):
         dbeta = torch.empty(C, dtype=torch.float32, device=dev) if need_beta else None
         dscale = torch.empty((B, C), dtype=torch.float32, device=dev) if need_scale else None
         dshift = torch.empty((B, C), dtype=torch.float32, device=dev) if need_shift else None
-        with launch.device_guard(dev):
+        with device_guard(dev):
             ws_bytes = mod.gn_bwd_workspace_bytes(B, C)
             ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
-            mod.gn_film_silu_bwd(dy.data_ptr(), hc.data_ptr(), launch.ptr(g32), launch.ptr(b32), launch.ptr(s32), launch.ptr(sh32),
-                                 mean.data_ptr(), rstd.data_ptr(), launch.ptr(dh), launch.ptr(dgamma), launch.ptr(dbeta), launch.ptr(dscale),
-                                 launch.ptr(dshift), ws.data_ptr(), ws_bytes, B, C, L, G, launch.DTYPE_CODES[hc.dtype],
-                                 launch.stream(dev))
+            mod.gn_film_silu_bwd(dy.data_ptr(), hc.data_ptr(), ptr(g32), ptr(b32), ptr(s32), ptr(sh32),
+                                 mean.data_ptr(), rstd.data_ptr(), ptr(dh), ptr(dgamma), ptr(dbeta), ptr(dscale),
+                                 ptr(dshift), ws.data_ptr(), ws_bytes, B, C, L, G, DTYPE_CODES[hc.dtype],
+                                 stream(dev))
         grads = [dgamma, dbeta, dscale, dshift]
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.param_dtypes)]
         return (dh, *grads, None, None)
@@ -83,14 +85,14 @@ def gn_film_silu_cuda(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Opti
     B, C, L = h.shape
     if num_groups <= 0 or C % num_groups:
         raise ValueError(f"{fn}: channels ({C}) must be divisible by num_groups ({num_groups})")
-    launch.check_device(fn, h.device, gamma=gamma, beta=beta, scale=scale, shift=shift)
+    check_device(fn, h.device, gamma=gamma, beta=beta, scale=scale, shift=shift)
     for name, t, shape in (("gamma", gamma, (C,)), ("beta", beta, (C,)), ("scale", scale, (B, C)),
                            ("shift", shift, (B, C))):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{fn}: {name} must have shape {shape}, got {tuple(t.shape)}")
     params_ok = all(t is None or t.is_floating_point() for t in (gamma, beta, scale, shift))
-    if h.dtype not in launch.DTYPE_CODES or h.numel() == 0 or not params_ok or not launch.is_number(eps):
+    if h.dtype not in DTYPE_CODES or h.numel() == 0 or not params_ok or not is_number(eps):
         return gn_film_silu_ref(h, gamma, beta, scale, shift, num_groups, eps)
-    if launch.requires_grad(h, gamma, beta, scale, shift):
+    if requires_grad(h, gamma, beta, scale, shift):
         return _GnFilmSiluFunction.apply(h, gamma, beta, scale, shift, int(num_groups), float(eps))
     return _gn_forward(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]

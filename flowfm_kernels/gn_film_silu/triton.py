@@ -77,7 +77,7 @@ import triton.language as tl
 from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, cdiv, check_float, check_launchable,
                                            check_output, dtype_bytes, fold_grid, hint_divisor, next_power_of_2,
                                            pow2_divisor, row_layouts, row_tile, sample_offsets, stride_args,
-                                           tune_key, tuned_autotune)
+                                           tune_key, tuned_autotune, vec_multiple)
 
 #: Largest next_pow2(CPG) * next_pow2(L) tile a single program holds in registers (fused one-pass path).
 FUSED_MAX_ELEMS = 8192
@@ -251,8 +251,7 @@ def _gn_fused_fwd_kernel(h_ptr, y_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, 
                          HAS_SHIFT: tl.constexpr, FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (b, g): the group's NG = CPG * L elements as one span in registers; two-pass statistics;
     one read, one write. y may be h itself (the tuner restores y between its timing runs)."""
-    if VEC > 1:
-        NG = (NG // VEC) * VEC
+    NG = vec_multiple(NG, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -281,8 +280,7 @@ def _gn_stats_kernel(h_ptr, mean_ptr, rstd_ptr, L, G, NG, TUNE_KEY, s_hb, s_h1, 
                      FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (b, g): the group span in BLOCK-element tiles, each two-pass in registers, merged with Chan's
     update (n, mean, M2) <- (n_a + n_b, mean_a + delta n_b / n, M2_a + M2_b + delta^2 n_a n_b / n)."""
-    if VEC > 1:
-        NG = (NG // VEC) * VEC
+    NG = vec_multiple(NG, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -342,14 +340,13 @@ def _gn_fused_bwd_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr,
                          HAS_SHIFT: tl.constexpr, VEC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     """One program per (b, g): dz, S1/S2 per channel, the group means of g and g * xhat, and dh, in one pass.
     ``VEC`` divides L and the channel / sample strides (host-checked), so rows load as vectors."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_hb = (s_hb // VEC) * VEC
-        s_hc = (s_hc // VEC) * VEC
-        s_ob = (s_ob // VEC) * VEC
-        s_oc = (s_oc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_hb = vec_multiple(s_hb, VEC)
+    s_hc = vec_multiple(s_hc, VEC)
+    s_ob = vec_multiple(s_ob, VEC)
+    s_oc = vec_multiple(s_oc, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -393,12 +390,11 @@ def _gn_bwd_reduce_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr
     """Grid (B * N_LT, c-tiles); program (b * N_LT + l-tile, c-tile): partial S1 = sum dz and S2 = sum dz * xhat of
     one tile, per channel, stored at ``p[b, c, l_tile]`` (reduced over l-tiles afterwards in a fixed order). The
     partials do not depend on the config (each channel's tile sum is over the fixed BLOCK_L)."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_hb = (s_hb // VEC) * VEC
-        s_hc = (s_hc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_hb = vec_multiple(s_hb, VEC)
+    s_hc = vec_multiple(s_hc, VEC)
     pid0 = tl.program_id(0)
     b = pid0 // N_LT
     pid_l = pid0 - b * N_LT
