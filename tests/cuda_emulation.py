@@ -5,7 +5,7 @@ thread, real barriers and warp shuffles) into a shared library; :class:`EmuCupy`
 :class:`flowfm_kernels.cuda._cupy_jit.JitKernels` to launch those kernels, so the launch code (grids, arguments,
 workspaces) is the production code. Every launch is checked against CUDA's limits (grid y / z <= 65,535, x < 2^31,
 <= 1,024 threads, dynamic shared memory) and recorded in ``EmuCupy.launches``; with ``lib=None`` nothing runs
-(launch geometry only). Used by tests/test_cuda_backend.py and tests/test_model_backends.py.
+(launch geometry only). Used by tests/test_cuda_*.py and tests/test_model_backends.py.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 ``triton.py``                              Triton implicit-GEMM conv with GN partial sums in its epilogue,
                                            ``flowfm::conv_block_fwd`` / ``conv1d_k3`` custom ops, ``conv_block_cost``
 ``cuda.py``                                ``conv_block_cuda``: ``F.conv1d`` (cuDNN) + the CUDA C++ GN epilogue
-tests                                      ``tests/test_kernels_conv_block.py``, ``tests/test_cuda_backend.py``,
+tests                                      ``tests/test_kernels_conv_block.py``, ``tests/test_cuda_gn_film_silu.py``,
                                            ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
 =========================================  ===================================================================
 """

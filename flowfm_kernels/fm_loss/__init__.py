@@ -7,7 +7,7 @@
 ``reference.py``                           ``flow_matching_loss_ref``, ``interpolate_ref``, ``REDUCTIONS``
 ``triton.py``                              Triton kernels and custom ops, cost models ``*_cost``
 ``cuda.py``                                ``flow_matching_loss_cuda``, ``interpolate_cuda`` over ``csrc/fm_loss.cu``
-tests                                      ``tests/test_kernels_fm_loss.py``, ``tests/test_cuda_backend.py``,
+tests                                      ``tests/test_kernels_fm_loss.py``, ``tests/test_cuda_fm_loss.py``,
                                            ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
 =========================================  ===================================================================
 """

@@ -10,7 +10,7 @@
 ``cuda.py``                                ``gn_film_silu_cuda``: host wrapper and autograd.Function over
                                            ``csrc/gn_film_silu.cu`` (launch plans in ``csrc/flowfm_api.h``)
 tests                                      ``tests/test_kernels_gn_film_silu.py`` (Triton vs reference),
-                                           ``tests/test_cuda_backend.py`` (CUDA C++ via emulation / GPU),
+                                           ``tests/test_cuda_gn_film_silu.py`` (CUDA C++, emulated / GPU),
                                            ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
 =========================================  ===================================================================
 """

@@ -8,7 +8,7 @@
 ``triton.py``                              Triton kernels, ``flowfm::*_triton`` custom ops (mutating ``out``),
                                            cost models ``euler_step_cost``, ``heun_correct_cost``
 ``cuda.py``                                the four ``*_cuda`` wrappers over ``csrc/ode_steps.cu``
-tests                                      ``tests/test_kernels_ode_steps.py``, ``tests/test_cuda_backend.py``,
+tests                                      ``tests/test_kernels_ode_steps.py``, ``tests/test_cuda_ode_steps.py``,
                                            ``tests/test_graphs.py`` (CUDA-graph capture), ``tests/test_dispatch.py``
 =========================================  ===================================================================
 """
