@@ -5,6 +5,7 @@
 
 =========================================  ===================================================================
 ``reference.py``                           ``gn_film_silu_ref``: the eager PyTorch definition (autograd by torch)
+                                           and ``check_shapes``, the operand-shape check of every backend
 ``triton.py``                              Triton forward / backward kernels, ``flowfm::gn_film_silu_fwd|bwd``
                                            custom ops, cost model ``gn_film_silu_cost``
 ``cuda.py``                                ``gn_film_silu_cuda``: host wrapper and autograd.Function over
@@ -21,7 +22,7 @@ from typing import Optional
 import torch
 
 from flowfm_kernels import dispatch
-from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
+from flowfm_kernels.gn_film_silu.reference import check_shapes, gn_film_silu_ref
 
 dispatch.register("gn_film_silu", {
     "eager": "flowfm_kernels.gn_film_silu.reference:gn_film_silu_ref",
@@ -34,10 +35,7 @@ def gn_film_silu(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[
                  scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int,
                  eps: float = 1e-5, *, backend: Optional[str] = None) -> torch.Tensor:
     """``SiLU(GN(h) * (1 + scale) + shift)``; see :func:`gn_film_silu_ref` for shapes. Differentiable."""
-    if h.dim() != 3:
-        raise ValueError(f"gn_film_silu expects h of shape (B, C, L), got {tuple(h.shape)}")
-    if h.shape[1] % num_groups:
-        raise ValueError(f"channels ({h.shape[1]}) must be divisible by num_groups ({num_groups})")
+    check_shapes("gn_film_silu", tuple(h.shape), gamma, beta, scale, shift, num_groups)
     fn = dispatch.implementation("gn_film_silu", backend, h.device)
     return fn(h, gamma, beta, scale, shift, num_groups, eps)
 

@@ -13,7 +13,7 @@ from torch.autograd.function import once_differentiable
 from flowfm_kernels.cuda import loader
 from flowfm_kernels.cuda.launch import (DTYPE_CODES, check_device, device_guard, f32, is_number, ptr, requires_grad,
                                         stream)
-from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
+from flowfm_kernels.gn_film_silu.reference import check_shapes, gn_film_silu_ref
 
 __all__ = ["gn_film_silu_cuda"]
 
@@ -80,16 +80,8 @@ def gn_film_silu_cuda(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Opti
     """``SiLU((GN(h) * gamma + beta) * (1 + scale) + shift)``: see :func:`gn_film_silu_ref`. Differentiable in all
     tensor inputs; gamma / beta / scale / shift are read as float32 (copied when they are not)."""
     fn = "gn_film_silu_cuda"
-    if h.dim() != 3:
-        raise ValueError(f"{fn}: h must be (B, C, L), got {tuple(h.shape)}")
-    B, C, L = h.shape
-    if num_groups <= 0 or C % num_groups:
-        raise ValueError(f"{fn}: channels ({C}) must be divisible by num_groups ({num_groups})")
+    check_shapes(fn, tuple(h.shape), gamma, beta, scale, shift, num_groups)
     check_device(fn, h.device, gamma=gamma, beta=beta, scale=scale, shift=shift)
-    for name, t, shape in (("gamma", gamma, (C,)), ("beta", beta, (C,)), ("scale", scale, (B, C)),
-                           ("shift", shift, (B, C))):
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{fn}: {name} must have shape {shape}, got {tuple(t.shape)}")
     params_ok = all(t is None or t.is_floating_point() for t in (gamma, beta, scale, shift))
     if h.dtype not in DTYPE_CODES or h.numel() == 0 or not params_ok or not is_number(eps):
         return gn_film_silu_ref(h, gamma, beta, scale, shift, num_groups, eps)

@@ -74,6 +74,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flowfm_kernels.gn_film_silu.reference import check_shapes
 from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, cdiv, check_float, check_launchable,
                                            check_output, dtype_bytes, fold_grid, hint_divisor, next_power_of_2,
                                            pow2_divisor, row_layouts, row_tile, sample_offsets, stride_args,
@@ -111,8 +112,6 @@ def _stride(t: Optional[Tensor], dim: int) -> int:
 def check_gn_args(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                   shift: Optional[Tensor], num_groups: int) -> None:
     """Shapes, dtypes and devices of the GN + FiLM + SiLU operands (raises ValueError / TypeError)."""
-    if h.dim() != 3:
-        raise ValueError(f"h must have shape (B, C, L), got {tuple(h.shape)}")
     check_film_shapes(tuple(h.shape), gamma, beta, scale, shift, num_groups)
     check_float(h=h, gamma=gamma, beta=beta, scale=scale, shift=shift)
     check_launchable(h, gamma, beta, scale, shift)
@@ -120,16 +119,11 @@ def check_gn_args(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], sc
 
 def check_film_shapes(shape: tuple, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                       shift: Optional[Tensor], num_groups: int) -> None:
-    """gamma, beta (C,), scale, shift (B, C) for an activation of shape (B, C, L) with C divisible by num_groups."""
-    B, C, L = shape
-    if num_groups <= 0 or C % num_groups:
-        raise ValueError(f"channels ({C}) must be divisible by num_groups ({num_groups})")
-    if B == 0 or C == 0 or L == 0:
-        raise ValueError(f"h must be non-empty, got shape {shape}")
-    for name, t, shape in (("gamma", gamma, (C,)), ("beta", beta, (C,)), ("scale", scale, (B, C)),
-                           ("shift", shift, (B, C))):
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    """:func:`~flowfm_kernels.gn_film_silu.reference.check_shapes` for an activation of shape (B, C, L), which the
+    Triton kernels also need non-empty."""
+    check_shapes("gn_film_silu_triton", shape, gamma, beta, scale, shift, num_groups)
+    if 0 in shape:
+        raise ValueError(f"gn_film_silu_triton: h must be non-empty, got shape {tuple(shape)}")
 
 
 def _dummy(t: Optional[Tensor], like: Tensor) -> Tensor:
