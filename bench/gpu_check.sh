@@ -105,8 +105,8 @@ b = u.module_from_spec(s); sys.modules["b"] = b; s.loader.exec_module(b); print(
         mapfile -t FILES < <(grep -l 'mark\.gpu' tests/test_*.py)
         SEL=(-m gpu)
       else
-        FILES=(tests/test_kernels_*.py tests/test_backend_parity.py tests/test_dispatch.py tests/test_graphs.py
-               tests/test_cuda_backend.py)
+        FILES=(tests/test_kernels_*.py tests/test_backend_parity.py tests/test_dispatch.py tests/test_graphs_*.py
+               tests/test_cuda_*.py)
         SEL=(-m "not gpu")  # the gpu-marked ones ran in gpu_tests
         # dry run: plumbing only (collect one module); the CPU suite runs these elsewhere
         [[ "${DRY_RUN:-0}" == 1 ]] && { SEL=(--collect-only); FILES=(tests/test_dispatch.py); }

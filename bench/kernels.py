@@ -21,6 +21,7 @@ import torch
 
 import flowfm_kernels as K
 from bench import common
+from flowfm_kernels import dispatch
 from flowfm_kernels.conv_block.triton import conv_block_cost
 from flowfm_kernels.fm_loss.triton import (flow_matching_loss_backward_cost, flow_matching_loss_cost,
                                            interpolate_cost)
@@ -35,10 +36,6 @@ SIZES_QUICK = [(4, 16, 64)]
 WINDOW_SIZES_FULL = [(64, 3, 300), (4096, 3, 300), (131072, 3, 300)]
 WINDOW_SIZES_QUICK = [(8, 3, 64)]
 
-# op -> backends that the dispatcher registers for it
-OP_BACKENDS = {"gn_film_silu": ("eager", "triton", "cuda"), "conv_block": ("eager", "triton", "cuda"),
-               "flow_matching_loss": ("eager", "triton", "cuda"), "interpolate": ("eager", "triton", "cuda"),
-               "euler_step": ("eager", "triton", "cuda"), "heun_correct": ("eager", "triton", "cuda")}
 
 
 def _rand(*shape, device, requires_grad=False):
@@ -155,7 +152,7 @@ def run(device: torch.device, quick: bool, repeats: int, compile_off: str | None
             (SIZES_QUICK if quick else SIZES_FULL)
         backends = {}
         for b in ("eager", "triton", "cuda"):
-            if b not in OP_BACKENDS[op]:
+            if b not in dispatch.registered_backends(op):
                 unavailable.append(dict(case=case, op=op, backend=b, reason=f"op {op!r} has no {b!r} implementation"))
             elif avail.get(b):
                 unavailable.append(dict(case=case, op=op, backend=b, reason=avail[b]))

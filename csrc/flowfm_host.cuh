@@ -35,6 +35,13 @@ inline void require_positive(long long v, const char* fn, const char* name) {
   if (v <= 0) fail_arg(fn, std::string(name) + " must be positive, got " + std::to_string(v));
 }
 
+// A workspace of `have` bytes must hold the `need` bytes that `sizer` (the *_workspace_bytes() function) reports.
+inline void require_workspace(long long have, long long need, const char* fn, const char* sizer) {
+  if (have < need)
+    fail_arg(fn, "workspace of " + std::to_string(have) + " bytes is smaller than the " + std::to_string(need) +
+                     " bytes " + sizer + "() asks for");
+}
+
 inline void require_dtype(int code, const char* fn, const char* name) {
   if (code != kFloat32 && code != kFloat16 && code != kBFloat16)
     fail_arg(fn, std::string(name) + " = " + std::to_string(code) +

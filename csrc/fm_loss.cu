@@ -121,9 +121,7 @@ void fm_loss_fwd(std::uintptr_t v, std::uintptr_t x0, std::uintptr_t x1, std::ui
   host::require_ptr(x1, fn, "x1");
   host::require_ptr(loss, fn, "loss");
   host::require_ptr(workspace, fn, "workspace");
-  host::require(workspace_bytes >= fm_loss_workspace_bytes(B, N), fn,
-                "workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " +
-                    std::to_string(fm_loss_workspace_bytes(B, N)) + " bytes fm_loss_workspace_bytes() asks for");
+  host::require_workspace(workspace_bytes, fm_loss_workspace_bytes(B, N), fn, "fm_loss_workspace_bytes");
   const long long chunks = fm_loss_chunks(N);
   host::require(chunks <= kMaxGridX, fn, "a sample of N = " + std::to_string(N) + " elements is too large");
 

@@ -508,9 +508,7 @@ void gn_film_silu_fwd(std::uintptr_t h, std::uintptr_t gamma, std::uintptr_t bet
   host::require_ptr(rstd, fn, "rstd");
   host::require(eps >= 0.0, fn, "eps must be >= 0");
   const GnPlan p = gn_fwd_plan(B, C, L, G, current_device_sm_count());
-  host::require(workspace_bytes >= p.workspace_bytes, fn,
-                "workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " +
-                    std::to_string(p.workspace_bytes) + " bytes gn_fwd_workspace_bytes() asks for");
+  host::require_workspace(workspace_bytes, p.workspace_bytes, fn, "gn_fwd_workspace_bytes");
   if (p.workspace_bytes > 0) host::require_ptr(workspace, fn, "workspace");
   host::require(B * G * p.chunks <= kMaxBlocks, fn, "too many blocks");
 
@@ -563,9 +561,7 @@ void gn_film_silu_bwd(std::uintptr_t dy, std::uintptr_t h, std::uintptr_t gamma,
   host::require_ptr(mean, fn, "mean");
   host::require_ptr(rstd, fn, "rstd");
   host::require_ptr(workspace, fn, "workspace");
-  host::require(workspace_bytes >= gn_bwd_workspace_bytes(B, C), fn,
-                "workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " +
-                    std::to_string(gn_bwd_workspace_bytes(B, C)) + " bytes gn_bwd_workspace_bytes() asks for");
+  host::require_workspace(workspace_bytes, gn_bwd_workspace_bytes(B, C), fn, "gn_bwd_workspace_bytes");
 
   const int Ci = static_cast<int>(C), Li = static_cast<int>(L), Gi = static_cast<int>(G);
   const int N = (Ci / Gi) * Li;

@@ -91,6 +91,11 @@ def registered_ops() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registered_backends(op: str) -> tuple[str, ...]:
+    """The backends that have an implementation of ``op`` registered, in :data:`BACKENDS` order."""
+    return tuple(b for b in BACKENDS if b in _REGISTRY[op])
+
+
 def requested_backend(backend: Optional[str] = None) -> str:
     """The backend the caller asked for: ``backend`` if given, else ``$FLOWFM_BACKEND``, else ``"auto"``."""
     name = backend if backend is not None else os.environ.get("FLOWFM_BACKEND", "auto")

@@ -1,4 +1,5 @@
-"""CUDA-graph replay of whole sampling loops (SPEC §6 item 4): capture once per key, then copy-in / replay / copy-out.
+"""CUDA-graph replay of whole sampling loops (docs/design.md §6 item 4): capture once per key, then copy-in / replay /
+copy-out.
 
 :func:`flowfm.sampling.generate` (and so :func:`flowfm.fast_sample`) routes CUDA calls through
 :func:`graphed_call`: the first call for a key captures the whole N-step loop (velocity network, solver steps,
@@ -250,36 +251,43 @@ def _blocker(model: Any) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------------- fingerprint
-_generation = 0
-_hooks_installed = False
-_slot_cache: "weakref.WeakKeyDictionary[nn.Module, tuple[int, list]]" = weakref.WeakKeyDictionary()
+class _SlotIndex:
+    """Each model's (module dict, name) slots of parameters and buffers, re-listed only after a parameter, buffer
+    or submodule was registered anywhere in the process (``nn.Module``'s global registration hooks, installed on
+    first use and counted in ``generation``)."""
+
+    def __init__(self):
+        self.generation = 0
+        self.hooks_installed = False
+        self.lists: "weakref.WeakKeyDictionary[nn.Module, tuple[int, list]]" = weakref.WeakKeyDictionary()
+
+    def _bump(self, module, name, value):  # a registration hook: returns None, keeps the value
+        self.generation += 1
+
+    def install_hooks(self) -> None:
+        if self.hooks_installed:
+            return
+        from torch.nn.modules import module as module_mod
+
+        module_mod.register_module_parameter_registration_hook(self._bump)
+        module_mod.register_module_buffer_registration_hook(self._bump)
+        module_mod.register_module_module_registration_hook(self._bump)
+        self.hooks_installed = True
+
+    def slots(self, model: nn.Module) -> list:
+        cached = self.lists.get(model)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1]
+        generation = self.generation
+        slots = [(d, name) for m in model.modules() for d in (m._parameters, m._buffers) for name in d]
+        self.lists[model] = (generation, slots)
+        return slots
+
+    def forget(self, model: nn.Module) -> None:
+        self.lists.pop(model, None)
 
 
-def _bump(module, name, value):  # a global nn.Module registration hook: returns None, keeps the value
-    global _generation
-    _generation += 1
-
-
-def _install_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    from torch.nn.modules import module as module_mod
-
-    module_mod.register_module_parameter_registration_hook(_bump)
-    module_mod.register_module_buffer_registration_hook(_bump)
-    module_mod.register_module_module_registration_hook(_bump)
-    _hooks_installed = True
-
-
-def _slots(model: nn.Module) -> list:
-    cached = _slot_cache.get(model)
-    if cached is not None and cached[0] == _generation:
-        return cached[1]
-    generation = _generation
-    slots = [(d, name) for m in model.modules() for d in (m._parameters, m._buffers) for name in d]
-    _slot_cache[model] = (generation, slots)
-    return slots
+_SLOTS = _SlotIndex()
 
 
 def fingerprint(model: Any) -> tuple:
@@ -287,13 +295,13 @@ def fingerprint(model: Any) -> tuple:
     not an ``nn.Module``): changes when a tensor is replaced, not when it is updated in place."""
     if not isinstance(model, nn.Module):
         return ()
-    _install_hooks()
+    _SLOTS.install_hooks()
     for _ in range(2):
-        slots = _slots(model)
+        slots = _SLOTS.slots(model)
         try:
             return tuple([0 if (t := d[name]) is None else t.data_ptr() for d, name in slots])
         except KeyError:  # a slot deleted without a registration hook (``del module.weight``): re-list
-            _slot_cache.pop(model, None)
+            _SLOTS.forget(model)
     raise RuntimeError("the model's parameters changed while being fingerprinted")
 
 
@@ -301,7 +309,7 @@ def _held_tensors(model: Any) -> tuple:
     """Detached aliases of every parameter / buffer: keep the captured addresses alive while the graph exists."""
     if not isinstance(model, nn.Module):
         return ()
-    return tuple(t.detach() for d, name in _slots(model) if (t := d[name]) is not None)
+    return tuple(t.detach() for d, name in _SLOTS.slots(model) if (t := d[name]) is not None)
 
 
 def _environment_key(device: torch.device) -> tuple:
@@ -352,49 +360,6 @@ class _Stats:
     last_capture: Optional[dict] = None
 
 
-_lock = threading.RLock()
-_cache: "OrderedDict[tuple, _Entry]" = OrderedDict()
-_failed: set = set()
-_pools: dict = {}
-_stats = _Stats()
-_watched: dict[int, Any] = {}  # id(model) -> weakref.finalize, one per live model with graphs
-_dead: list[int] = []  # ids of models collected since the last call (released outside any capture)
-
-
-def _model_collected(model_id: int) -> None:
-    _dead.append(model_id)  # only record: this may run inside a GC pass, even during a capture
-
-
-def _watch(model: Any) -> None:
-    if id(model) not in _watched:
-        try:
-            _watched[id(model)] = weakref.finalize(model, _model_collected, id(model))
-        except TypeError:  # not weak-referenceable: entries then go only by LRU / clear()
-            pass
-
-
-def _purge_dead() -> None:
-    while _dead:
-        model_id = _dead.pop()
-        _watched.pop(model_id, None)
-        _drop(lambda e: e.model_id == model_id)
-
-
-def _drop(predicate: Callable[[_Entry], bool]) -> None:
-    for key in [k for k, e in _cache.items() if predicate(e)]:
-        _release(_cache.pop(key))
-
-
-def _release(entry: _Entry) -> None:
-    rt = _runtime
-    rt.synchronize(entry.device)  # a replay still in flight must finish before its graph and buffers go
-    graph, entry.graph, entry.static_out = entry.graph, None, None
-    entry.static_inputs = entry.constants = entry.held = ()
-    rt.release(graph)
-    if not any(e.device == entry.device for e in _cache.values()):
-        _pools.pop(entry.device, None)  # the pool dies with its last graph; the next capture opens a new one
-
-
 def _model_alive(entry: _Entry, model: Any) -> bool:
     return entry.model_ref is None or entry.model_ref() is model
 
@@ -402,6 +367,183 @@ def _model_alive(entry: _Entry, model: Any) -> bool:
 def _make_key(model: Any, key: tuple, inputs: Sequence[torch.Tensor], device: torch.device) -> tuple:
     shapes = tuple((tuple(t.shape), t.dtype) for t in inputs)
     return (id(model), tuple(key), device, shapes, _environment_key(device), fingerprint(model))
+
+
+class GraphCache:
+    """The captured graphs of one process, keyed by (model, key, device, input shapes / dtypes, kernel environment,
+    model fingerprint), bounded by :func:`cache_size` (least recently used evicted first). It owns the graphs, their
+    static buffers, one memory pool per device, the keys whose capture failed, the counters of :meth:`stats` and a
+    ``weakref.finalize`` per live model that drops the model's graphs once it is collected. All methods hold one
+    re-entrant lock. The module-level functions act on the process's instance, :data:`CACHE`."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.entries: "OrderedDict[tuple, _Entry]" = OrderedDict()
+        self.failed: set = set()
+        self.pools: dict = {}
+        self.counters = _Stats()
+        self.watched: dict[int, Any] = {}  # id(model) -> weakref.finalize, one per live model with graphs
+        self.dead: list[int] = []  # ids of models collected since the last call (released outside any capture)
+
+    # -- models
+    def _model_collected(self, model_id: int) -> None:
+        self.dead.append(model_id)  # only record: this may run inside a GC pass, even during a capture
+
+    def _watch(self, model: Any) -> None:
+        if id(model) not in self.watched:
+            try:
+                self.watched[id(model)] = weakref.finalize(model, self._model_collected, id(model))
+            except TypeError:  # not weak-referenceable: entries then go only by LRU / clear()
+                pass
+
+    def _purge_dead(self) -> None:
+        while self.dead:
+            model_id = self.dead.pop()
+            self.watched.pop(model_id, None)
+            self._drop(lambda e: e.model_id == model_id)
+
+    # -- entries
+    def _drop(self, predicate: Callable[[_Entry], bool]) -> None:
+        for key in [k for k, e in self.entries.items() if predicate(e)]:
+            self._release(self.entries.pop(key))
+
+    def _release(self, entry: _Entry) -> None:
+        rt = _runtime
+        rt.synchronize(entry.device)  # a replay still in flight must finish before its graph and buffers go
+        graph, entry.graph, entry.static_out = entry.graph, None, None
+        entry.static_inputs = entry.constants = entry.held = ()
+        rt.release(graph)
+        if not any(e.device == entry.device for e in self.entries.values()):
+            self.pools.pop(entry.device, None)  # the pool dies with its last graph; the next capture opens a new one
+
+    # -- calls
+    def call(self, model: Any, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], key: tuple = (),
+             constants: Optional[Callable[[], Sequence[torch.Tensor]]] = None, strict: bool = False) -> torch.Tensor:
+        """:func:`graphed_call` on this cache."""
+        inputs = tuple(inputs)
+        if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise ValueError("graphed_call needs at least one tensor input")
+        device = inputs[0].device
+        if device.type != _runtime.device_type or any(t.device != device for t in inputs):
+            raise ValueError(f"graphed_call needs every input on one {_runtime.device_type} device, got "
+                             f"{sorted({str(t.device) for t in inputs})}")
+        with self.lock:
+            self._purge_dead()
+            full_key = _make_key(model, key, inputs, device)
+            entry = self.entries.get(full_key)
+            if entry is not None and not _model_alive(entry, model):  # id reused by a new model
+                self._drop(lambda e: e is entry)
+                entry = None
+            if entry is not None:
+                self.entries.move_to_end(full_key)
+                self.counters.hits += 1
+                return entry.replay(inputs)
+            if full_key in self.failed and not strict:
+                self.counters.fallbacks += 1
+                return _eager(fn, inputs, constants)
+            start = time.perf_counter()
+            entry = self._capture(model, fn, inputs, constants, full_key, device, strict)
+            if entry is None:
+                return _eager(fn, inputs, constants)
+            out = entry.replay(inputs)
+            _runtime.synchronize(device)
+            self.counters.last_capture["first_call_s"] = time.perf_counter() - start
+            return out
+
+    def _capture(self, model, fn, inputs, constants, full_key, device, strict) -> Optional[_Entry]:
+        rt = _runtime
+        # the model's graphs for other fingerprints read tensors it no longer has: drop them (and their memory)
+        fp = full_key[-1]
+        self._drop(lambda e: e.model_id == id(model) and e.key[-1] != fp and _model_alive(e, model))
+        with rt.device_guard(device), torch.inference_mode():
+            static_inputs = tuple(torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
+                                  for x in inputs)
+            consts = tuple(constants()) if constants is not None else ()
+            held = _held_tensors(model)
+
+            def run():
+                return fn(*static_inputs, *consts)
+
+            rt.synchronize(device)
+            t0 = time.perf_counter()
+            rt.warmup(device, run, WARMUP_ITERS)  # eager errors propagate as they are
+            rt.synchronize(device)
+            t1 = time.perf_counter()
+            pool = self.pools.get(device)
+            if pool is None:
+                pool = self.pools[device] = rt.new_pool(device)
+            try:
+                graph, static_out = rt.capture(device, pool, run)
+                if not isinstance(static_out, torch.Tensor):
+                    rt.release(graph)
+                    raise TypeError("the captured function must return one tensor, got "
+                                    f"{type(static_out).__name__}")
+            except Exception as exc:  # noqa: BLE001 - any capture failure: report, or fall back to eager
+                self.counters.failures += 1
+                if not any(e.device == device for e in self.entries.values()):
+                    self.pools.pop(device, None)
+                if strict:
+                    raise RuntimeError(f"CUDA graph capture of the sampling loop failed ({exc!r}); run with "
+                                       "cuda_graph=False") from exc
+                self.failed.add(full_key)
+                warnings.warn(f"flowfm: CUDA graph capture failed ({exc!r}); this configuration runs eagerly",
+                              RuntimeWarning, stacklevel=5)
+                return None
+            rt.synchronize(device)
+            t2 = time.perf_counter()
+        try:
+            model_ref = weakref.ref(model)
+        except TypeError:
+            model_ref = None
+        entry = _Entry(full_key, id(model), model_ref, device, graph, static_inputs, consts, static_out, held,
+                       t1 - t0, t2 - t1)
+        self._watch(model)
+        self.entries[full_key] = entry
+        s = self.counters
+        s.captures += 1
+        s.capture_s_total += entry.warmup_s + entry.capture_s
+        s.last_capture = dict(key=repr(full_key[1]), shapes=[list(t.shape) for t in inputs],
+                              device=str(device), warmup_s=entry.warmup_s, capture_s=entry.capture_s)
+        bound = cache_size()
+        while len(self.entries) > bound:  # least recently used first (hits move their entry to the end)
+            self._release(self.entries.pop(next(iter(self.entries))))
+            s.evictions += 1
+        return entry
+
+    # -- bookkeeping
+    def stats(self) -> dict:
+        """:func:`stats` of this cache."""
+        with self.lock:
+            self._purge_dead()
+            s = self.counters
+            return dict(hits=s.hits, captures=s.captures, evictions=s.evictions, failures=s.failures,
+                        fallbacks=s.fallbacks, entries=len(self.entries), max_entries=cache_size(),
+                        capture_s_total=s.capture_s_total,
+                        last_capture=None if s.last_capture is None else dict(s.last_capture))
+
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.counters = _Stats()
+
+    def clear(self) -> None:
+        """:func:`clear` of this cache."""
+        with self.lock:
+            self.dead.clear()
+            self._drop(lambda e: True)
+            for finalizer in self.watched.values():
+                finalizer.detach()
+            self.watched.clear()
+            self.failed.clear()
+            self.pools.clear()
+            self.counters = _Stats()
+            _runtime.empty_cache()
+
+
+CACHE = GraphCache()
+
+
+def _eager(fn, inputs, constants) -> torch.Tensor:
+    return fn(*inputs, *(tuple(constants()) if constants is not None else ()))
 
 
 # --------------------------------------------------------------------------------------------------- public API
@@ -417,97 +559,7 @@ def graphed_call(model: Any, fn: Callable[..., torch.Tensor], inputs: Sequence[t
     ``inputs`` change per call (copied into static buffers before each replay); ``constants()`` builds device
     tensors once per graph (e.g. the time grid). ``strict`` (``cuda_graph=True``): a failed capture raises
     RuntimeError instead of warning and running eagerly. Call it under :func:`policy` != ``"eager"``."""
-    inputs = tuple(inputs)
-    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise ValueError("graphed_call needs at least one tensor input")
-    device = inputs[0].device
-    if device.type != _runtime.device_type or any(t.device != device for t in inputs):
-        raise ValueError(f"graphed_call needs every input on one {_runtime.device_type} device, got "
-                         f"{sorted({str(t.device) for t in inputs})}")
-    with _lock:
-        _purge_dead()
-        full_key = _make_key(model, key, inputs, device)
-        entry = _cache.get(full_key)
-        if entry is not None and not _model_alive(entry, model):  # id reused by a new model
-            _drop(lambda e: e is entry)
-            entry = None
-        if entry is not None:
-            _cache.move_to_end(full_key)
-            _stats.hits += 1
-            return entry.replay(inputs)
-        if full_key in _failed and not strict:
-            _stats.fallbacks += 1
-            return _eager(fn, inputs, constants)
-        start = time.perf_counter()
-        entry = _capture(model, fn, inputs, constants, full_key, device, strict)
-        if entry is None:
-            return _eager(fn, inputs, constants)
-        out = entry.replay(inputs)
-        _runtime.synchronize(device)
-        _stats.last_capture["first_call_s"] = time.perf_counter() - start
-        return out
-
-
-def _eager(fn, inputs, constants) -> torch.Tensor:
-    return fn(*inputs, *(tuple(constants()) if constants is not None else ()))
-
-
-def _capture(model, fn, inputs, constants, full_key, device, strict) -> Optional[_Entry]:
-    rt = _runtime
-    # the model's graphs for other fingerprints read tensors it no longer has: drop them (and their memory)
-    fp = full_key[-1]
-    _drop(lambda e: e.model_id == id(model) and e.key[-1] != fp and _model_alive(e, model))
-    with rt.device_guard(device), torch.inference_mode():
-        static_inputs = tuple(torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x) for x in inputs)
-        consts = tuple(constants()) if constants is not None else ()
-        held = _held_tensors(model)
-
-        def run():
-            return fn(*static_inputs, *consts)
-
-        rt.synchronize(device)
-        t0 = time.perf_counter()
-        rt.warmup(device, run, WARMUP_ITERS)  # eager errors propagate as they are
-        rt.synchronize(device)
-        t1 = time.perf_counter()
-        pool = _pools.get(device)
-        if pool is None:
-            pool = _pools[device] = rt.new_pool(device)
-        try:
-            graph, static_out = rt.capture(device, pool, run)
-            if not isinstance(static_out, torch.Tensor):
-                rt.release(graph)
-                raise TypeError(f"the captured function must return one tensor, got {type(static_out).__name__}")
-        except Exception as exc:  # noqa: BLE001 - any capture failure: report, or fall back to eager
-            _stats.failures += 1
-            if not any(e.device == device for e in _cache.values()):
-                _pools.pop(device, None)
-            if strict:
-                raise RuntimeError(f"CUDA graph capture of the sampling loop failed ({exc!r}); run with "
-                                   "cuda_graph=False") from exc
-            _failed.add(full_key)
-            warnings.warn(f"flowfm: CUDA graph capture failed ({exc!r}); this configuration runs eagerly",
-                          RuntimeWarning, stacklevel=4)
-            return None
-        rt.synchronize(device)
-        t2 = time.perf_counter()
-    try:
-        model_ref = weakref.ref(model)
-    except TypeError:
-        model_ref = None
-    entry = _Entry(full_key, id(model), model_ref, device, graph, static_inputs, consts, static_out, held,
-                   t1 - t0, t2 - t1)
-    _watch(model)
-    _cache[full_key] = entry
-    _stats.captures += 1
-    _stats.capture_s_total += entry.warmup_s + entry.capture_s
-    _stats.last_capture = dict(key=repr(full_key[1]), shapes=[list(t.shape) for t in inputs],
-                               device=str(device), warmup_s=entry.warmup_s, capture_s=entry.capture_s)
-    bound = cache_size()
-    while len(_cache) > bound:  # least recently used first (hits move their entry to the end)
-        _release(_cache.pop(next(iter(_cache))))
-        _stats.evictions += 1
-    return entry
+    return CACHE.call(model, fn, inputs, key, constants, strict)
 
 
 def stats() -> dict:
@@ -516,37 +568,20 @@ def stats() -> dict:
     capture failed), ``entries`` (graphs cached now), ``max_entries``, ``capture_s_total`` (warm-up + capture
     seconds) and ``last_capture`` (``warmup_s``, ``capture_s``, ``first_call_s`` = the whole first call including its
     replay, the key and shapes) or None."""
-    with _lock:
-        _purge_dead()
-        s = _stats
-        return dict(hits=s.hits, captures=s.captures, evictions=s.evictions, failures=s.failures,
-                    fallbacks=s.fallbacks, entries=len(_cache), max_entries=cache_size(),
-                    capture_s_total=s.capture_s_total,
-                    last_capture=None if s.last_capture is None else dict(s.last_capture))
+    return CACHE.stats()
 
 
 def reset_stats() -> None:
     """Zero the counters of :func:`stats` (the cached graphs stay)."""
-    global _stats
-    with _lock:
-        _stats = _Stats()
+    CACHE.reset_stats()
 
 
 def clear() -> None:
     """Free every captured graph, its static buffers and the memory pools (and forget failed keys); resets
     :func:`stats`. Needed after structural model edits that bypass ``Module.__setattr__`` (see module docstring)."""
-    global _stats
-    with _lock:
-        _dead.clear()
-        _drop(lambda e: True)
-        for finalizer in _watched.values():
-            finalizer.detach()
-        _watched.clear()
-        _failed.clear()
-        _pools.clear()
-        _stats = _Stats()
-        _runtime.empty_cache()
+    CACHE.clear()
 
 
-__all__ = ["graphed_call", "policy", "stats", "reset_stats", "clear", "fingerprint", "env_setting", "cache_size",
-           "EAGER", "AUTO", "REQUIRED", "WARMUP_ITERS", "ENV_SWITCH", "ENV_CACHE", "DEFAULT_CACHE_SIZE"]
+__all__ = ["GraphCache", "CACHE", "graphed_call", "policy", "stats", "reset_stats", "clear", "fingerprint",
+           "env_setting", "cache_size", "EAGER", "AUTO", "REQUIRED", "WARMUP_ITERS", "ENV_SWITCH", "ENV_CACHE",
+           "DEFAULT_CACHE_SIZE"]

@@ -345,13 +345,21 @@ def dtype_bytes(dtype: torch.dtype) -> int:
 
 
 @triton.jit
+def vec_multiple(x, VEC: tl.constexpr):
+    """``x`` rewritten as ``(x // VEC) * VEC``: the same value when the host guarantees VEC | x, and a form from
+    which Triton proves x divisible by VEC (``tl.multiple_of`` is a no-op on a kernel argument), so that row starts
+    and lengths computed from it are known aligned and loads / stores vectorise."""
+    if VEC > 1:
+        x = (x // VEC) * VEC
+    return x
+
+
+@triton.jit
 def row_tile(N, BLOCK: tl.constexpr, VEC: tl.constexpr):
     """``(b, n, mask, N)`` of this program for a 1-D grid of ``B * ceil(N / BLOCK)`` programs (pid = b * blocks +
     block): sample index ``b`` (int64), the tile's element indices ``n``, the tail mask, and N carrying the
     divisibility hint ``VEC`` (which the mask needs for vector loads)."""
-    if VEC > 1:
-        # value-preserving (the host guarantees VEC | N); tl.multiple_of would be a no-op on a kernel argument
-        N = (N // VEC) * VEC
+    N = vec_multiple(N, VEC)
     nblk = tl.cdiv(N, BLOCK)
     pid = tl.program_id(0)
     b = pid // nblk
@@ -377,7 +385,7 @@ __all__ = [
     "interpreting", "INTERPRETED_AT_IMPORT", "device_guard", "autotune_configs", "ELEMENTWISE_GPU_CONFIGS",
     "ELEMENTWISE_INTERPRETER_CONFIG", "elementwise_autotune", "check_launchable", "check_float", "per_sample",
     "pow2_divisor", "RowLayout", "row_layout", "row_layouts", "stride_args", "check_output", "cdiv",
-    "next_power_of_2", "log2_bucket", "dtype_bytes", "row_tile", "sample_offsets", "GRID_LIMITS",
+    "next_power_of_2", "log2_bucket", "dtype_bytes", "vec_multiple", "row_tile", "sample_offsets", "GRID_LIMITS",
     "SMEM_LIMIT_BYTES", "fold_grid", "deterministic_requested", "tune_key", "select_configs", "tuned_autotune",
     "dot_smem_bytes", "hint_divisor",
 ]

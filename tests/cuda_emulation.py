@@ -5,7 +5,7 @@ thread, real barriers and warp shuffles) into a shared library; :class:`EmuCupy`
 :class:`flowfm_kernels.cuda._cupy_jit.JitKernels` to launch those kernels, so the launch code (grids, arguments,
 workspaces) is the production code. Every launch is checked against CUDA's limits (grid y / z <= 65,535, x < 2^31,
 <= 1,024 threads, dynamic shared memory) and recorded in ``EmuCupy.launches``; with ``lib=None`` nothing runs
-(launch geometry only). Used by tests/test_cuda_backend.py and tests/test_model_backends.py.
+(launch geometry only). Used by tests/test_cuda_*.py and tests/test_model_backends.py.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 import pytest
+import torch
 
-from flowfm_kernels.cuda import _build, _cupy_jit
+from flowfm_kernels.cuda import _build, _cupy_jit, launch, loader
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_GRID_X = 2 ** 31 - 1
@@ -187,3 +189,61 @@ def emu_lib(tmp_path_factory):
     if lib is None:
         pytest.skip("the CPU emulation needs g++ (C++20) and the CUDA headers (cuda_fp16.h)")
     return lib
+
+
+# ------------------------------------------------------------------------------------------------ op test backends
+# The ``backend`` fixture runs an op test through the emulation here and, with ``@pytest.mark.gpu``, on a GPU through
+# the compiled extension and the JIT build. A test module that uses it imports ``backend`` and ``emu_lib``.
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@dataclass
+class Backend:
+    name: str
+    device: str
+    module: Any
+    set_sms: Callable[[int], None]
+
+
+@pytest.fixture(params=["emu", pytest.param("gpu-ext", marks=pytest.mark.gpu),
+                        pytest.param("gpu-jit", marks=pytest.mark.gpu)])
+def backend(request, monkeypatch):
+    if request.param == "emu":
+        module, fake = emulated_module(request.getfixturevalue("emu_lib"))
+
+        def set_sms(n):
+            fake.sms = n
+            module._sms.clear()
+
+        monkeypatch.setattr(loader, "get_module", lambda: module)
+        monkeypatch.setattr(launch, "_ALLOW_CPU_TENSORS", True)
+        yield Backend("emu", "cpu", module, set_sms)
+        return
+    impl = request.param.split("-")[1]
+    monkeypatch.setenv(loader.IMPL_ENV, impl)
+    loader.clear_cache()
+    reason = loader.unavailable_reason()
+    if reason:
+        loader.clear_cache()
+        pytest.skip(f"FLOWFM_CUDA_IMPL={impl}: {reason}")
+    module = loader.get_module()
+    assert getattr(module, "IMPLEMENTATION", "ext") == impl
+    yield Backend(request.param, "cuda", module, lambda n: None)
+    loader.clear_cache()
+
+
+@pytest.fixture
+def poison_allocations(monkeypatch):
+    """torch.empty / empty_like return NaN-filled float tensors (0xFF bytes otherwise) while the test runs, so an
+    output or workspace element that a kernel forgets to write shows up as NaN."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1 if t.dtype.is_signed else 255)
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(real_empty_like(*a, **k)))
+
+
+def randn(shape, dtype, device, gen, scale=1.0, offset=0.0):
+    return (torch.randn(shape, generator=gen) * scale + offset).to(device=device, dtype=dtype)

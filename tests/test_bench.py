@@ -100,7 +100,7 @@ def test_no_diffusion_row_claims_a_cuda_graph(tmp_path, monkeypatch):
     """The diffusion baseline samples through its own generate(), which fast_sample returns before the CUDA-graph
     path: with graphs "on" (a fake CPU graph runtime stands in for CUDA), FlowFM rows replay a graph, and the
     diffusion setting is listed as having none instead of being timed eagerly under a "CUDA graph" label."""
-    from test_graphs import FakeRuntime
+    from tests.cuda_graph_fakes import FakeRuntime
 
     from flowfm_kernels import graphs
 

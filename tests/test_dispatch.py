@@ -48,7 +48,7 @@ def test_ops_registered():
     for op in OURS + ("conv_block", "gn_film_silu"):
         assert op in dispatch.registered_ops()
         assert set(dispatch._REGISTRY[op]) == {"eager", "triton", "cuda"}
-    assert dispatch._REGISTRY["conv_block"]["cuda"] == "flowfm_kernels.cuda.ops:conv_block_cuda"
+    assert dispatch._REGISTRY["conv_block"]["cuda"] == "flowfm_kernels.conv_block.cuda:conv_block_cuda"
 
 
 def test_register_validates_notes(monkeypatch):

@@ -181,11 +181,6 @@ def test_conv1d_k3_alone():
         assert_rel_rms(a.grad, b.grad, tol, name)
 
 
-def test_autograd_function_fallback():
-    compare(make_inputs(2, 16, 24, 17), 8, REL_RMS_TOL[torch.float32], "Function",
-            fn=lambda *a: ct.ConvBlockFunction.apply(*a, "ieee"))
-
-
 def test_dispatcher_triton_equals_eager():
     inputs = make_inputs(2, 16, 24, 17)
     leaves = [t.clone().requires_grad_() for t in inputs]
@@ -198,7 +193,6 @@ def test_dispatcher_triton_equals_eager():
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
 
 
-@pytest.mark.skipif(not ct.HAS_CUSTOM_OP, reason="torch.library.custom_op unavailable")
 def test_custom_ops_opcheck_and_torch_compile():
     x, weight, bias, gamma, beta, scale, shift = make_inputs(2, 16, 16, 17)
     torch.library.opcheck(torch.ops.flowfm.conv_block_fwd.default,

@@ -163,9 +163,6 @@ def test_backward_helper_and_autograd_function():
     expected = (grads_ref[0], grads_ref[1], grads_ref[3])
     for g, g_ref, name in zip((dh, dgamma, dscale), expected, ("h", "gamma", "scale")):
         assert_rel_rms(g, g_ref, REL_RMS_TOL[torch.float32], name)
-    # the plain autograd.Function wrapper gives the same values
-    compare([h, gamma, beta, scale, shift], 8, REL_RMS_TOL[torch.float32], "Function",
-            fn=gt.GnFilmSiluFunction.apply)
 
 
 def test_dispatcher_triton_equals_eager():
@@ -178,7 +175,6 @@ def test_dispatcher_triton_equals_eager():
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves)
 
 
-@pytest.mark.skipif(not gt.HAS_CUSTOM_OP, reason="torch.library.custom_op unavailable")
 def test_custom_op_opcheck_and_torch_compile():
     h, gamma, beta, scale, shift = make_inputs(2, 16, 17)
     torch.library.opcheck(torch.ops.flowfm.gn_film_silu_fwd.default,

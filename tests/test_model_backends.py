@@ -21,7 +21,7 @@ from flowfm.baselines import DiffusionConfig, DiffusionFM  # noqa: E402
 from flowfm.cli import resolution_lines  # noqa: E402
 from flowfm.config import FlowFMConfig  # noqa: E402
 from flowfm_kernels import dispatch  # noqa: E402
-from flowfm_kernels.cuda import loader, ops  # noqa: E402
+from flowfm_kernels.cuda import launch, loader  # noqa: E402
 from tests.cuda_emulation import emu_lib, emulated_module  # noqa: E402,F401 (emu_lib: a fixture)
 from tests.numerics import assert_rel_rms  # noqa: E402
 
@@ -29,7 +29,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = ("eager", "triton", "cuda")  # README: backend="auto" | "eager" | "triton" | "cuda"
 TRAIN_OPS = {"interpolate", "conv_block", "flow_matching_loss"}
 SAMPLE_OPS = {"conv_block", "euler_step", "heun_correct", "rk4_combine", "guidance_combine"}
-MODULE_OF = {"eager": ("reference",), "triton": ("triton",), "cuda": ("flowfm_kernels.cuda.ops",)}
+MODULE_OF = {"eager": ("reference",), "triton": ("triton",), "cuda": (".cuda",)}
 # CUDA C++ kernels each phase must launch (emulation log)
 TRAIN_KERNELS = {"gn_fwd_fused_kernel", "gn_bwd_rows_kernel", "gn_bwd_dh_kernel", "gn_bwd_params_partial_kernel",
                  "gn_bwd_params_finalize_kernel", "fm_loss_partial_kernel", "interpolate_kernel"}
@@ -78,7 +78,7 @@ def use_backend(name: str, monkeypatch, request):
         return None
     module, fake = emulated_module(request.getfixturevalue("emu_lib"))
     monkeypatch.setattr(loader, "get_module", lambda: module)
-    monkeypatch.setattr(ops, "_ALLOW_CPU_TENSORS", True)
+    monkeypatch.setattr(launch, "_ALLOW_CPU_TENSORS", True)
     real = dispatch.backend_unavailable_reason
     # only here, and only for the cuda backend: CPU tensors count as "CUDA" (the emulation runs them)
     monkeypatch.setattr(dispatch, "backend_unavailable_reason",

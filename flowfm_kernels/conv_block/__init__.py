@@ -1,4 +1,17 @@
-"""The velocity network's conv block: Conv1d(k=3) + GroupNorm + FiLM + SiLU."""
+"""The velocity network's conv block: Conv1d(k=3) + GroupNorm + FiLM + SiLU.
+
+``conv_block(x, weight, bias, gamma, beta, scale, shift, num_groups, eps, backend=)``: x (B, Cin, L), weight
+(Cout, Cin, 3), bias (Cout,) -> (B, Cout, L); the epilogue is :mod:`flowfm_kernels.gn_film_silu`'s op.
+
+=========================================  ===================================================================
+``reference.py``                           ``conv_block_ref``: ``F.conv1d`` then ``gn_film_silu_ref``
+``triton.py``                              Triton implicit-GEMM conv with GN partial sums in its epilogue,
+                                           ``flowfm::conv_block_fwd`` / ``conv1d_k3`` custom ops, ``conv_block_cost``
+``cuda.py``                                ``conv_block_cuda``: ``F.conv1d`` (cuDNN) + the CUDA C++ GN epilogue
+tests                                      ``tests/test_kernels_conv_block.py``, ``tests/test_cuda_gn_film_silu.py``,
+                                           ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
+=========================================  ===================================================================
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,12 +21,12 @@ import torch
 from flowfm_kernels import dispatch
 from flowfm_kernels.conv_block.reference import conv_block_ref
 
-# cuda: torch's Conv1d (cuDNN) + the CUDA C++ GN+FiLM+SiLU epilogue. auto keeps Triton's implicit GEMM (GN partial
-# sums in its epilogue) first: an expectation, to be replaced by a GPU measurement of both.
+# cuda: torch's Conv1d (cuDNN) + the CUDA C++ GN+FiLM+SiLU epilogue. auto tries Triton first: its implicit GEMM
+# computes the GN partial sums in the conv's epilogue, which saves one read of h (not yet timed against cuda).
 dispatch.register("conv_block", {
     "eager": "flowfm_kernels.conv_block.reference:conv_block_ref",
     "triton": "flowfm_kernels.conv_block.triton:conv_block_triton",
-    "cuda": "flowfm_kernels.cuda.ops:conv_block_cuda",
+    "cuda": "flowfm_kernels.conv_block.cuda:conv_block_cuda",
 }, cuda_preference=("triton", "cuda", "eager"),
     notes={"cuda": "conv by torch F.conv1d (cuDNN), GN+FiLM+SiLU epilogue in CUDA C++"})
 

@@ -60,7 +60,7 @@ from flowfm_kernels.gn_film_silu.triton import (_cfg, check_film_shapes, gn_film
                                                 gn_film_silu_backward, new_buffer)
 from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, SMEM_LIMIT_BYTES, cdiv, check_float,
                                            check_launchable, dot_smem_bytes, dtype_bytes, fold_grid, hint_divisor,
-                                           next_power_of_2, tune_key, tuned_autotune)
+                                           next_power_of_2, tune_key, tuned_autotune, vec_multiple)
 
 Tensor = torch.Tensor
 
@@ -131,12 +131,11 @@ def _conv1d_k3_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, pmean_ptr, pm2_ptr, Cin, 
     out[b, co, l] = bias[co] + sum_{ci,k} W[co, ci, k] x[b, ci, l + k - 1]. ``VEC`` divides L and the x / out
     channel and sample strides (host-checked): rewriting them as multiples of VEC lets Triton prove the row starts
     aligned, so the centre tap and the store vectorise even for L = 300."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_xb = (s_xb // VEC) * VEC
-        s_xc = (s_xc // VEC) * VEC
-        s_ob = (s_ob // VEC) * VEC
-        s_oc = (s_oc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_xb = vec_multiple(s_xb, VEC)
+    s_xc = vec_multiple(s_xc, VEC)
+    s_ob = vec_multiple(s_ob, VEC)
+    s_oc = vec_multiple(s_oc, VEC)
     pid0 = tl.program_id(0)
     b = pid0 // N_LT
     pid_l = pid0 - b * N_LT
@@ -252,12 +251,11 @@ def _conv1d_k3_wgrad_kernel(dy_ptr, x_ptr, pdw_ptr, pdb_ptr, B, Cin, Cout, L, B_
 
     One tap per program keeps a single (BLOCK_CO, BLOCK_CI) fp32 accumulator: three of them (one per tap) in one
     program spilled at 255 registers in fp32 (measured offline, bench/results/triton_offline_sm90.json)."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_xb = (s_xb // VEC) * VEC
-        s_xc = (s_xc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_xb = vec_multiple(s_xb, VEC)
+    s_xc = vec_multiple(s_xc, VEC)
     pid0 = tl.program_id(0)
     pid_co = pid0 // 3
     k = pid0 - 3 * pid_co
@@ -456,25 +454,7 @@ def _conv_block_grads(needs, dy, x, weight, bias, gamma, beta, scale, shift, h, 
     return dx, dw, db, dgamma, dbeta, dscale, dshift
 
 
-# ---------------------------------------------------------------------------- autograd + torch.library ops
-class ConvBlockFunction(torch.autograd.Function):
-    """Plain autograd wrapper (used when ``torch.library.custom_op`` is unavailable; equivalent to the op)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, scale, shift, num_groups, eps, precision):
-        y, h, mean, rstd = conv_block_forward(x, weight, bias, gamma, beta, scale, shift, num_groups, eps, precision)
-        ctx.save_for_backward(x, weight, bias, gamma, beta, scale, shift, h, mean, rstd)
-        ctx.num_groups, ctx.precision = num_groups, precision
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias, gamma, beta, scale, shift, h, mean, rstd = ctx.saved_tensors
-        grads = _conv_block_grads(ctx.needs_input_grad, dy, x, weight, bias, gamma, beta, scale, shift, h, mean,
-                                  rstd, ctx.num_groups, ctx.precision)
-        return grads + (None, None, None)
-
-
+# ---------------------------------------------------------------------------- torch.library ops + autograd
 def _has_op(name: str) -> bool:
     try:
         getattr(torch.ops.flowfm, name)
@@ -483,9 +463,7 @@ def _has_op(name: str) -> bool:
         return False
 
 
-HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
-
-if HAS_CUSTOM_OP and not _has_op("conv_block_fwd"):
+if not _has_op("conv_block_fwd"):  # a re-import (importlib.reload) keeps the registered ops
     @torch.library.custom_op("flowfm::conv1d_k3", mutates_args=())
     def _conv1d_k3_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], precision: str) -> Tensor:
         return conv1d_k3_forward(x, weight, bias, precision)[0]
@@ -547,15 +525,11 @@ if HAS_CUSTOM_OP and not _has_op("conv_block_fwd"):
 
 
 def _conv_op(x, weight, bias, precision):
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.conv1d_k3(x, weight, bias, precision)
-    return conv1d_k3_forward(x, weight, bias, precision)[0]
+    return torch.ops.flowfm.conv1d_k3(x, weight, bias, precision)
 
 
 def _wgrad_op(dy, x, precision):
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.conv1d_k3_wgrad(dy, x, precision)
-    return conv1d_k3_wgrad(dy, x, precision)
+    return torch.ops.flowfm.conv1d_k3_wgrad(dy, x, precision)
 
 
 def conv1d_k3_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -563,9 +537,7 @@ def conv1d_k3_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """``F.conv1d(x, weight, bias, padding=1)`` for k=3 as a Triton implicit GEMM; differentiable."""
     _check_conv_args(x, weight, bias)
     precision = dot_precision() if precision is None else precision
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.conv1d_k3(x, weight, bias, precision)
-    raise RuntimeError("conv1d_k3_triton needs torch.library.custom_op (torch >= 2.4)")
+    return torch.ops.flowfm.conv1d_k3(x, weight, bias, precision)
 
 
 def conv_block_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: Optional[Tensor],
@@ -579,9 +551,7 @@ def conv_block_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], gamma: 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}; expected one of {sorted(PRECISIONS)}")
     args = (x, weight, bias, gamma, beta, scale, shift, int(num_groups), float(eps), precision)
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.conv_block_fwd(*args)[0]
-    return ConvBlockFunction.apply(*args)
+    return torch.ops.flowfm.conv_block_fwd(*args)[0]
 
 
 # ------------------------------------------------------------------------------------------------ cost model
@@ -610,5 +580,5 @@ def conv_block_cost(B: int, Cin: int, Cout: int, L: int, dtype: torch.dtype = to
 
 
 __all__ = ["conv_block_triton", "conv_block_cost", "conv1d_k3_triton", "conv1d_k3_forward", "conv1d_k3_wgrad",
-           "conv1d_k3_backward", "merge_conv_stats", "conv_block_forward", "ConvBlockFunction", "dot_precision",
+           "conv1d_k3_backward", "merge_conv_stats", "conv_block_forward", "dot_precision",
            "PRECISIONS"]

@@ -1,4 +1,16 @@
-"""Flow-matching loss and path interpolation (conditional OT / rectified flow)."""
+"""Flow-matching loss and path interpolation (conditional OT / rectified flow).
+
+``flow_matching_loss(v, x0, x1, sigma_min, reduction)`` = mean ``(v - (x1 - (1 - sigma_min) x0))^2`` (scalar, or
+(B,) for ``"per_sample"``); ``interpolate(x0, x1, t, sigma_min)`` = ``(1 - (1 - sigma_min) t) x0 + t x1``, t (B,).
+
+=========================================  ===================================================================
+``reference.py``                           ``flow_matching_loss_ref``, ``interpolate_ref``, ``REDUCTIONS``
+``triton.py``                              Triton kernels and custom ops, cost models ``*_cost``
+``cuda.py``                                ``flow_matching_loss_cuda``, ``interpolate_cuda`` over ``csrc/fm_loss.cu``
+tests                                      ``tests/test_kernels_fm_loss.py``, ``tests/test_cuda_fm_loss.py``,
+                                           ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
+=========================================  ===================================================================
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -11,12 +23,12 @@ from flowfm_kernels.fm_loss.reference import REDUCTIONS, flow_matching_loss_ref,
 dispatch.register("flow_matching_loss", {
     "eager": "flowfm_kernels.fm_loss.reference:flow_matching_loss_ref",
     "triton": "flowfm_kernels.fm_loss.triton:flow_matching_loss_triton",
-    "cuda": "flowfm_kernels.cuda.ops:flow_matching_loss_cuda",
+    "cuda": "flowfm_kernels.fm_loss.cuda:flow_matching_loss_cuda",
 })
 dispatch.register("interpolate", {
     "eager": "flowfm_kernels.fm_loss.reference:interpolate_ref",
     "triton": "flowfm_kernels.fm_loss.triton:interpolate_triton",
-    "cuda": "flowfm_kernels.cuda.ops:interpolate_cuda",
+    "cuda": "flowfm_kernels.fm_loss.cuda:interpolate_cuda",
 })
 
 

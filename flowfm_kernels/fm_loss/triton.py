@@ -262,76 +262,82 @@ class FlowMatchingLossFunction(torch.autograd.Function):
 
 # ---------------------------------------------------------------------------------- torch.library custom ops
 
-_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")
 
-if _HAS_CUSTOM_OP:
+@torch.library.custom_op("flowfm::flow_matching_loss_triton", mutates_args=())
+def flow_matching_loss_op(v: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, sigma_min: float,
+                          reduction: str, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, d = v - u); d is empty (0,) unless ``need_grad``. Differentiable in v, x0, x1."""
+    return _loss_forward(v, x0, x1, sigma_min, reduction, need_grad)
 
-    @torch.library.custom_op("flowfm::flow_matching_loss_triton", mutates_args=())
-    def flow_matching_loss_op(v: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, sigma_min: float,
-                              reduction: str, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, d = v - u); d is empty (0,) unless ``need_grad``. Differentiable in v, x0, x1."""
-        return _loss_forward(v, x0, x1, sigma_min, reduction, need_grad)
 
-    @flow_matching_loss_op.register_fake
-    def _(v, x0, x1, sigma_min, reduction, need_grad):
-        loss = v.new_empty(() if reduction == "mean" else (v.shape[0],), dtype=torch.float32)
-        grad = v.new_empty(v.shape, dtype=v.dtype) if need_grad else v.new_empty((0,))
-        return loss, grad
+@flow_matching_loss_op.register_fake
+def _(v, x0, x1, sigma_min, reduction, need_grad):
+    loss = v.new_empty(() if reduction == "mean" else (v.shape[0],), dtype=torch.float32)
+    grad = v.new_empty(v.shape, dtype=v.dtype) if need_grad else v.new_empty((0,))
+    return loss, grad
 
-    @torch.library.custom_op("flowfm::fm_loss_scale_grad_triton", mutates_args=())
-    def fm_loss_scale_grad_op(saved: torch.Tensor, grad_out: torch.Tensor, coef: float,
-                              dtype: torch.dtype) -> torch.Tensor:
-        """coef * grad_out[b] * saved[b] in ``dtype`` (fp32 math)."""
-        return _scale_grad(saved, grad_out, coef, dtype)
 
-    @fm_loss_scale_grad_op.register_fake
-    def _(saved, grad_out, coef, dtype):
-        return saved.new_empty(saved.shape, dtype=dtype)
+@torch.library.custom_op("flowfm::fm_loss_scale_grad_triton", mutates_args=())
+def fm_loss_scale_grad_op(saved: torch.Tensor, grad_out: torch.Tensor, coef: float,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """coef * grad_out[b] * saved[b] in ``dtype`` (fp32 math)."""
+    return _scale_grad(saved, grad_out, coef, dtype)
 
-    def _loss_setup_context(ctx, inputs, output):
-        v, x0, x1, sigma_min, reduction, need_grad = inputs
-        ctx.save_for_backward(output[1])
-        ctx.sigma_min = sigma_min
-        ctx.factor = _grad_factor(v.shape, reduction)
-        ctx.dtypes = (v.dtype, x0.dtype, x1.dtype)
 
-    def _loss_op_backward(ctx, grad_loss, grad_saved):
-        (saved,) = ctx.saved_tensors
-        grads = _loss_backward(saved, grad_loss, ctx.sigma_min, ctx.factor, ctx.needs_input_grad[:3], ctx.dtypes,
-                               torch.ops.flowfm.fm_loss_scale_grad_triton)
-        return grads + (None, None, None)
+@fm_loss_scale_grad_op.register_fake
+def _(saved, grad_out, coef, dtype):
+    return saved.new_empty(saved.shape, dtype=dtype)
 
-    flow_matching_loss_op.register_autograd(_loss_op_backward, setup_context=_loss_setup_context)
 
-    @torch.library.custom_op("flowfm::interpolate_triton", mutates_args=())
-    def interpolate_op(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigma_min: float) -> torch.Tensor:
-        """x_t = (1 - (1 - s) t) x0 + t x1, contiguous, in x1's dtype."""
-        return _interpolate(x0, x1, t, sigma_min)
+def _loss_setup_context(ctx, inputs, output):
+    v, x0, x1, sigma_min, reduction, need_grad = inputs
+    ctx.save_for_backward(output[1])
+    ctx.sigma_min = sigma_min
+    ctx.factor = _grad_factor(v.shape, reduction)
+    ctx.dtypes = (v.dtype, x0.dtype, x1.dtype)
 
-    @interpolate_op.register_fake
-    def _(x0, x1, t, sigma_min):
-        return x1.new_empty(x1.shape)
 
-    def _interp_setup_context(ctx, inputs, output):
-        x0, x1, t, sigma_min = inputs
-        ctx.save_for_backward(x0, x1, t)
-        ctx.sigma_min = sigma_min
+def _loss_op_backward(ctx, grad_loss, grad_saved):
+    (saved,) = ctx.saved_tensors
+    grads = _loss_backward(saved, grad_loss, ctx.sigma_min, ctx.factor, ctx.needs_input_grad[:3], ctx.dtypes,
+                           torch.ops.flowfm.fm_loss_scale_grad_triton)
+    return grads + (None, None, None)
 
-    def _interp_backward(ctx, g):
-        x0, x1, t = ctx.saved_tensors
-        a = 1.0 - ctx.sigma_min
-        g32, tt = g.float(), t.float().reshape(-1, 1, 1)
-        n0, n1, nt = ctx.needs_input_grad[:3]
-        gx0 = (g32 * (1.0 - a * tt)).to(x0.dtype) if n0 else None
-        gx1 = (g32 * tt).to(x1.dtype) if n1 else None
-        gt = (g32 * (x1.float() - a * x0.float())).sum((1, 2)).to(t.dtype) if nt else None
-        return gx0, gx1, gt, None
+flow_matching_loss_op.register_autograd(_loss_op_backward, setup_context=_loss_setup_context)
 
-    interpolate_op.register_autograd(_interp_backward, setup_context=_interp_setup_context)
+
+@torch.library.custom_op("flowfm::interpolate_triton", mutates_args=())
+def interpolate_op(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """x_t = (1 - (1 - s) t) x0 + t x1, contiguous, in x1's dtype."""
+    return _interpolate(x0, x1, t, sigma_min)
+
+
+@interpolate_op.register_fake
+def _(x0, x1, t, sigma_min):
+    return x1.new_empty(x1.shape)
+
+
+def _interp_setup_context(ctx, inputs, output):
+    x0, x1, t, sigma_min = inputs
+    ctx.save_for_backward(x0, x1, t)
+    ctx.sigma_min = sigma_min
+
+
+def _interp_backward(ctx, g):
+    x0, x1, t = ctx.saved_tensors
+    a = 1.0 - ctx.sigma_min
+    g32, tt = g.float(), t.float().reshape(-1, 1, 1)
+    n0, n1, nt = ctx.needs_input_grad[:3]
+    gx0 = (g32 * (1.0 - a * tt)).to(x0.dtype) if n0 else None
+    gx1 = (g32 * tt).to(x1.dtype) if n1 else None
+    gt = (g32 * (x1.float() - a * x0.float())).sum((1, 2)).to(t.dtype) if nt else None
+    return gx0, gx1, gt, None
+
+interpolate_op.register_autograd(_interp_backward, setup_context=_interp_setup_context)
 
 
 def _compiling() -> bool:
-    return _HAS_CUSTOM_OP and torch.compiler.is_compiling()
+    return torch.compiler.is_compiling()
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -362,7 +368,7 @@ def interpolate_triton(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigm
     sigma_min = float(sigma_min)
     needs_graph = torch.is_grad_enabled() and any(
         isinstance(a, torch.Tensor) and a.requires_grad for a in (x0, x1, t))
-    if _HAS_CUSTOM_OP and (needs_graph or torch.compiler.is_compiling()):
+    if needs_graph or torch.compiler.is_compiling():
         if not isinstance(t, torch.Tensor):
             t = torch.full((x1.shape[0],), float(t), dtype=torch.float32, device=x1.device)
         return torch.ops.flowfm.interpolate_triton(x0, x1, t, sigma_min)

@@ -1,4 +1,20 @@
-"""GroupNorm + FiLM + SiLU: the memory-bound tail of the velocity network's conv block."""
+"""GroupNorm + FiLM + SiLU: the memory-bound tail of the velocity network's conv block.
+
+``gn_film_silu(h, gamma, beta, scale, shift, num_groups, eps, backend=)`` = ``SiLU((GN(h) gamma + beta)(1 + scale)
++ shift)``, h (B, C, L), gamma / beta (C,), scale / shift (B, C); checks shapes, then the dispatcher picks a backend.
+
+=========================================  ===================================================================
+``reference.py``                           ``gn_film_silu_ref``: the eager PyTorch definition (autograd by torch)
+                                           and ``check_shapes``, the operand-shape check of every backend
+``triton.py``                              Triton forward / backward kernels, ``flowfm::gn_film_silu_fwd|bwd``
+                                           custom ops, cost model ``gn_film_silu_cost``
+``cuda.py``                                ``gn_film_silu_cuda``: host wrapper and autograd.Function over
+                                           ``csrc/gn_film_silu.cu`` (launch plans in ``csrc/flowfm_api.h``)
+tests                                      ``tests/test_kernels_gn_film_silu.py`` (Triton vs reference),
+                                           ``tests/test_cuda_gn_film_silu.py`` (CUDA C++, emulated / GPU),
+                                           ``tests/test_dispatch.py``, ``tests/test_model_backends.py``
+=========================================  ===================================================================
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,12 +22,12 @@ from typing import Optional
 import torch
 
 from flowfm_kernels import dispatch
-from flowfm_kernels.gn_film_silu.reference import gn_film_silu_ref
+from flowfm_kernels.gn_film_silu.reference import check_shapes, gn_film_silu_ref
 
 dispatch.register("gn_film_silu", {
     "eager": "flowfm_kernels.gn_film_silu.reference:gn_film_silu_ref",
     "triton": "flowfm_kernels.gn_film_silu.triton:gn_film_silu_triton",
-    "cuda": "flowfm_kernels.cuda.ops:gn_film_silu_cuda",
+    "cuda": "flowfm_kernels.gn_film_silu.cuda:gn_film_silu_cuda",
 })
 
 
@@ -19,10 +35,7 @@ def gn_film_silu(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[
                  scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int,
                  eps: float = 1e-5, *, backend: Optional[str] = None) -> torch.Tensor:
     """``SiLU(GN(h) * (1 + scale) + shift)``; see :func:`gn_film_silu_ref` for shapes. Differentiable."""
-    if h.dim() != 3:
-        raise ValueError(f"gn_film_silu expects h of shape (B, C, L), got {tuple(h.shape)}")
-    if h.shape[1] % num_groups:
-        raise ValueError(f"channels ({h.shape[1]}) must be divisible by num_groups ({num_groups})")
+    check_shapes("gn_film_silu", tuple(h.shape), gamma, beta, scale, shift, num_groups)
     fn = dispatch.implementation("gn_film_silu", backend, h.device)
     return fn(h, gamma, beta, scale, shift, num_groups, eps)
 

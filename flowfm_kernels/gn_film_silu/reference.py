@@ -11,6 +11,21 @@ import torch
 import torch.nn.functional as F
 
 
+def check_shapes(fn: str, h_shape: tuple, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                 scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int) -> None:
+    """The operand shapes every backend needs: h (B, C, L) with C divisible by num_groups, gamma / beta (C,) and
+    scale / shift (B, C) where given. Raises ValueError naming ``fn``, the operand and the expected shape."""
+    if len(h_shape) != 3:
+        raise ValueError(f"{fn}: h must have shape (B, C, L), got {tuple(h_shape)}")
+    B, C, L = h_shape
+    if num_groups <= 0 or C % num_groups:
+        raise ValueError(f"{fn}: channels ({C}) must be divisible by num_groups ({num_groups})")
+    for name, t, shape in (("gamma", gamma, (C,)), ("beta", beta, (C,)), ("scale", scale, (B, C)),
+                           ("shift", shift, (B, C))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{fn}: {name} must have shape {shape}, got {tuple(t.shape)}")
+
+
 def gn_film_silu_ref(h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
                      scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], num_groups: int,
                      eps: float = 1e-5) -> torch.Tensor:

@@ -61,7 +61,7 @@ Internal helpers reused by :mod:`flowfm_kernels.conv_block.triton`: :func:`group
 
 Autograd / torch.compile: the forward and backward are ``torch.library.custom_op`` s (``flowfm::gn_film_silu_fwd``,
 ``flowfm::gn_film_silu_bwd``) with fake (meta) implementations and ``register_autograd``, so ``torch.compile`` traces
-around them as opaque calls. :class:`GnFilmSiluFunction` is the equivalent plain ``torch.autograd.Function``.
+around them as opaque calls.
 
 Environment: ``TRITON_INTERPRET=1`` (before import) runs the kernels on CPU tensors through the Triton interpreter;
 ``FLOWFM_DEBUG_NAN_POISON=1`` fills every buffer these wrappers allocate with NaN before the kernels run (tests:
@@ -74,10 +74,11 @@ import torch
 import triton
 import triton.language as tl
 
+from flowfm_kernels.gn_film_silu.reference import check_shapes
 from flowfm_kernels.triton_support import (INTERPRETED_AT_IMPORT, cdiv, check_float, check_launchable,
                                            check_output, dtype_bytes, fold_grid, hint_divisor, next_power_of_2,
                                            pow2_divisor, row_layouts, row_tile, sample_offsets, stride_args,
-                                           tune_key, tuned_autotune)
+                                           tune_key, tuned_autotune, vec_multiple)
 
 #: Largest next_pow2(CPG) * next_pow2(L) tile a single program holds in registers (fused one-pass path).
 FUSED_MAX_ELEMS = 8192
@@ -111,8 +112,6 @@ def _stride(t: Optional[Tensor], dim: int) -> int:
 def check_gn_args(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                   shift: Optional[Tensor], num_groups: int) -> None:
     """Shapes, dtypes and devices of the GN + FiLM + SiLU operands (raises ValueError / TypeError)."""
-    if h.dim() != 3:
-        raise ValueError(f"h must have shape (B, C, L), got {tuple(h.shape)}")
     check_film_shapes(tuple(h.shape), gamma, beta, scale, shift, num_groups)
     check_float(h=h, gamma=gamma, beta=beta, scale=scale, shift=shift)
     check_launchable(h, gamma, beta, scale, shift)
@@ -120,16 +119,11 @@ def check_gn_args(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], sc
 
 def check_film_shapes(shape: tuple, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                       shift: Optional[Tensor], num_groups: int) -> None:
-    """gamma, beta (C,), scale, shift (B, C) for an activation of shape (B, C, L) with C divisible by num_groups."""
-    B, C, L = shape
-    if num_groups <= 0 or C % num_groups:
-        raise ValueError(f"channels ({C}) must be divisible by num_groups ({num_groups})")
-    if B == 0 or C == 0 or L == 0:
-        raise ValueError(f"h must be non-empty, got shape {shape}")
-    for name, t, shape in (("gamma", gamma, (C,)), ("beta", beta, (C,)), ("scale", scale, (B, C)),
-                           ("shift", shift, (B, C))):
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    """:func:`~flowfm_kernels.gn_film_silu.reference.check_shapes` for an activation of shape (B, C, L), which the
+    Triton kernels also need non-empty."""
+    check_shapes("gn_film_silu_triton", shape, gamma, beta, scale, shift, num_groups)
+    if 0 in shape:
+        raise ValueError(f"gn_film_silu_triton: h must be non-empty, got shape {tuple(shape)}")
 
 
 def _dummy(t: Optional[Tensor], like: Tensor) -> Tensor:
@@ -251,8 +245,7 @@ def _gn_fused_fwd_kernel(h_ptr, y_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr, 
                          HAS_SHIFT: tl.constexpr, FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (b, g): the group's NG = CPG * L elements as one span in registers; two-pass statistics;
     one read, one write. y may be h itself (the tuner restores y between its timing runs)."""
-    if VEC > 1:
-        NG = (NG // VEC) * VEC
+    NG = vec_multiple(NG, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -281,8 +274,7 @@ def _gn_stats_kernel(h_ptr, mean_ptr, rstd_ptr, L, G, NG, TUNE_KEY, s_hb, s_h1, 
                      FLAT: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per (b, g): the group span in BLOCK-element tiles, each two-pass in registers, merged with Chan's
     update (n, mean, M2) <- (n_a + n_b, mean_a + delta n_b / n, M2_a + M2_b + delta^2 n_a n_b / n)."""
-    if VEC > 1:
-        NG = (NG // VEC) * VEC
+    NG = vec_multiple(NG, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -342,14 +334,13 @@ def _gn_fused_bwd_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr,
                          HAS_SHIFT: tl.constexpr, VEC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
     """One program per (b, g): dz, S1/S2 per channel, the group means of g and g * xhat, and dh, in one pass.
     ``VEC`` divides L and the channel / sample strides (host-checked), so rows load as vectors."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_hb = (s_hb // VEC) * VEC
-        s_hc = (s_hc // VEC) * VEC
-        s_ob = (s_ob // VEC) * VEC
-        s_oc = (s_oc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_hb = vec_multiple(s_hb, VEC)
+    s_hc = vec_multiple(s_hc, VEC)
+    s_ob = vec_multiple(s_ob, VEC)
+    s_oc = vec_multiple(s_oc, VEC)
     pid = tl.program_id(0)
     b = pid // G
     g = pid - b * G
@@ -393,12 +384,11 @@ def _gn_bwd_reduce_kernel(dy_ptr, h_ptr, mean_ptr, rstd_ptr, gamma_ptr, beta_ptr
     """Grid (B * N_LT, c-tiles); program (b * N_LT + l-tile, c-tile): partial S1 = sum dz and S2 = sum dz * xhat of
     one tile, per channel, stored at ``p[b, c, l_tile]`` (reduced over l-tiles afterwards in a fixed order). The
     partials do not depend on the config (each channel's tile sum is over the fixed BLOCK_L)."""
-    if VEC > 1:
-        L = (L // VEC) * VEC
-        s_db = (s_db // VEC) * VEC
-        s_dc = (s_dc // VEC) * VEC
-        s_hb = (s_hb // VEC) * VEC
-        s_hc = (s_hc // VEC) * VEC
+    L = vec_multiple(L, VEC)
+    s_db = vec_multiple(s_db, VEC)
+    s_dc = vec_multiple(s_dc, VEC)
+    s_hb = vec_multiple(s_hb, VEC)
+    s_hc = vec_multiple(s_hc, VEC)
     pid0 = tl.program_id(0)
     b = pid0 // N_LT
     pid_l = pid0 - b * N_LT
@@ -642,24 +632,7 @@ def gn_film_silu_backward(dy: Tensor, h: Tensor, mean: Tensor, rstd: Tensor, gam
     return (dh,) + film_param_grads(s1, s2, gamma, beta, scale, shift)
 
 
-# ---------------------------------------------------------------------------- autograd + torch.library ops
-class GnFilmSiluFunction(torch.autograd.Function):
-    """Plain autograd wrapper (used when ``torch.library.custom_op`` is unavailable; equivalent to the op)."""
-
-    @staticmethod
-    def forward(ctx, h, gamma, beta, scale, shift, num_groups, eps):
-        y, mean, rstd = gn_film_silu_forward(h, gamma, beta, scale, shift, num_groups, eps)
-        ctx.save_for_backward(h, gamma, beta, scale, shift, mean, rstd)
-        ctx.num_groups = num_groups
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        h, gamma, beta, scale, shift, mean, rstd = ctx.saved_tensors
-        dh, s1, s2 = gn_film_silu_backward_core(dy, h, mean, rstd, gamma, beta, scale, shift, ctx.num_groups)
-        return (dh,) + film_param_grads(s1, s2, gamma, beta, scale, shift) + (None, None)
-
-
+# ---------------------------------------------------------------------------- torch.library ops + autograd
 def _has_op(name: str) -> bool:
     try:
         getattr(torch.ops.flowfm, name)
@@ -668,9 +641,7 @@ def _has_op(name: str) -> bool:
         return False
 
 
-HAS_CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd")
-
-if HAS_CUSTOM_OP and not _has_op("gn_film_silu_fwd"):
+if not _has_op("gn_film_silu_fwd"):  # a re-import (importlib.reload) keeps the registered ops
     @torch.library.custom_op("flowfm::gn_film_silu_fwd", mutates_args=())
     def _gn_fwd_op(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
                    shift: Optional[Tensor], num_groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -712,9 +683,7 @@ if HAS_CUSTOM_OP and not _has_op("gn_film_silu_fwd"):
 
 
 def _bwd_op(*args):
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.gn_film_silu_bwd(*args)
-    return gn_film_silu_backward_core(*args)
+    return torch.ops.flowfm.gn_film_silu_bwd(*args)
 
 
 def gn_film_silu_triton(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor], scale: Optional[Tensor],
@@ -723,9 +692,7 @@ def gn_film_silu_triton(h: Tensor, gamma: Optional[Tensor], beta: Optional[Tenso
     :func:`~flowfm_kernels.gn_film_silu.reference.gn_film_silu_ref`); differentiable w.r.t. h, gamma, beta, scale,
     shift. Runs as the custom op ``flowfm::gn_film_silu_fwd`` (opaque to torch.compile)."""
     check_gn_args(h, gamma, beta, scale, shift, num_groups)
-    if HAS_CUSTOM_OP:
-        return torch.ops.flowfm.gn_film_silu_fwd(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]
-    return GnFilmSiluFunction.apply(h, gamma, beta, scale, shift, int(num_groups), float(eps))
+    return torch.ops.flowfm.gn_film_silu_fwd(h, gamma, beta, scale, shift, int(num_groups), float(eps))[0]
 
 
 # ------------------------------------------------------------------------------------------------ cost model
@@ -749,5 +716,5 @@ def gn_film_silu_cost(B: int, C: int, L: int, dtype: torch.dtype = torch.float32
 
 __all__ = ["gn_film_silu_triton", "gn_film_silu_cost", "group_stats", "gn_film_silu_apply",
            "gn_film_silu_forward", "gn_film_silu_backward", "gn_film_silu_backward_core", "film_param_grads",
-           "GnFilmSiluFunction", "FUSED_MAX_ELEMS", "use_fused", "new_buffer", "check_gn_args",
+           "FUSED_MAX_ELEMS", "use_fused", "new_buffer", "check_gn_args",
            "check_film_shapes"]

@@ -1,4 +1,17 @@
-"""Batched, in-place-capable ODE solver updates with per-sample step sizes and fused guidance."""
+"""Batched, in-place-capable ODE solver updates with per-sample step sizes and fused guidance.
+
+``euler_step``, ``heun_correct``, ``rk4_combine``, ``guidance_combine`` on (B, C, L) states with dt (B,) and
+``g(v, v_null) = v_null + w (v - v_null)``; ``out=x`` updates in place.
+
+=========================================  ===================================================================
+``reference.py``                           the four ``*_ref`` updates in eager PyTorch
+``triton.py``                              Triton kernels, ``flowfm::*_triton`` custom ops (mutating ``out``),
+                                           cost models ``euler_step_cost``, ``heun_correct_cost``
+``cuda.py``                                the four ``*_cuda`` wrappers over ``csrc/ode_steps.cu``
+tests                                      ``tests/test_kernels_ode_steps.py``, ``tests/test_cuda_ode_steps.py``,
+                                           ``tests/test_graphs.py`` (CUDA-graph capture), ``tests/test_dispatch.py``
+=========================================  ===================================================================
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -13,7 +26,7 @@ for _name in ("euler_step", "heun_correct", "rk4_combine", "guidance_combine"):
     dispatch.register(_name, {
         "eager": f"flowfm_kernels.ode_steps.reference:{_name}_ref",
         "triton": f"flowfm_kernels.ode_steps.triton:{_name}_triton",
-        "cuda": f"flowfm_kernels.cuda.ops:{_name}_cuda",
+        "cuda": f"flowfm_kernels.ode_steps.cuda:{_name}_cuda",
     })
 
 

@@ -216,56 +216,60 @@ def _launch_guidance(v, v_null, guidance: float, out) -> None:
 
 # ---------------------------------------------------------------------------------- torch.library custom ops
 
-_HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")
 
-if _HAS_CUSTOM_OP:
+@torch.library.custom_op("flowfm::euler_step_triton", mutates_args=("out",))
+def euler_step_op(x: torch.Tensor, v: torch.Tensor, dt: torch.Tensor, out: torch.Tensor,
+                  v_null: Optional[torch.Tensor], guidance: float) -> None:
+    """out = x + dt_b g(v, v_null) (``out`` may be ``x``)."""
+    out, dt, _ = _prepare(x, out, dt, x=x, v=v, v_null=v_null)
+    _launch_euler(x, v, dt, out, v_null, guidance)
 
-    @torch.library.custom_op("flowfm::euler_step_triton", mutates_args=("out",))
-    def euler_step_op(x: torch.Tensor, v: torch.Tensor, dt: torch.Tensor, out: torch.Tensor,
-                      v_null: Optional[torch.Tensor], guidance: float) -> None:
-        """out = x + dt_b g(v, v_null) (``out`` may be ``x``)."""
-        out, dt, _ = _prepare(x, out, dt, x=x, v=v, v_null=v_null)
-        _launch_euler(x, v, dt, out, v_null, guidance)
 
-    @euler_step_op.register_fake
-    def _(x, v, dt, out, v_null, guidance):
-        return None
+@euler_step_op.register_fake
+def _(x, v, dt, out, v_null, guidance):
+    return None
 
-    @torch.library.custom_op("flowfm::heun_correct_triton", mutates_args=("out",))
-    def heun_correct_op(x: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, dt: torch.Tensor, out: torch.Tensor,
-                        v1_null: Optional[torch.Tensor], v2_null: Optional[torch.Tensor], guidance: float) -> None:
-        """out = x + dt_b / 2 (g(v1, v1_null) + g(v2, v2_null)) (``out`` may be ``x``)."""
-        out, dt, _ = _prepare(x, out, dt, x=x, v1=v1, v2=v2, v1_null=v1_null, v2_null=v2_null)
-        _launch_heun(x, v1, v2, dt, out, v1_null, v2_null, guidance)
 
-    @heun_correct_op.register_fake
-    def _(x, v1, v2, dt, out, v1_null, v2_null, guidance):
-        return None
+@torch.library.custom_op("flowfm::heun_correct_triton", mutates_args=("out",))
+def heun_correct_op(x: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, dt: torch.Tensor, out: torch.Tensor,
+                    v1_null: Optional[torch.Tensor], v2_null: Optional[torch.Tensor], guidance: float) -> None:
+    """out = x + dt_b / 2 (g(v1, v1_null) + g(v2, v2_null)) (``out`` may be ``x``)."""
+    out, dt, _ = _prepare(x, out, dt, x=x, v1=v1, v2=v2, v1_null=v1_null, v2_null=v2_null)
+    _launch_heun(x, v1, v2, dt, out, v1_null, v2_null, guidance)
 
-    @torch.library.custom_op("flowfm::rk4_combine_triton", mutates_args=("out",))
-    def rk4_combine_op(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor, k4: torch.Tensor,
-                       dt: torch.Tensor, out: torch.Tensor) -> None:
-        """out = x + dt_b / 6 (k1 + 2 k2 + 2 k3 + k4) (``out`` may be ``x``)."""
-        out, dt, _ = _prepare(x, out, dt, x=x, k1=k1, k2=k2, k3=k3, k4=k4)
-        _launch_rk4(x, k1, k2, k3, k4, dt, out)
 
-    @rk4_combine_op.register_fake
-    def _(x, k1, k2, k3, k4, dt, out):
-        return None
+@heun_correct_op.register_fake
+def _(x, v1, v2, dt, out, v1_null, v2_null, guidance):
+    return None
 
-    @torch.library.custom_op("flowfm::guidance_combine_triton", mutates_args=("out",))
-    def guidance_combine_op(v: torch.Tensor, v_null: torch.Tensor, guidance: float, out: torch.Tensor) -> None:
-        """out = v_null + w (v - v_null) (``out`` may be ``v``)."""
-        out, _, _ = _prepare(v, out, None, v=v, v_null=v_null)
-        _launch_guidance(v, v_null, guidance, out)
 
-    @guidance_combine_op.register_fake
-    def _(v, v_null, guidance, out):
-        return None
+@torch.library.custom_op("flowfm::rk4_combine_triton", mutates_args=("out",))
+def rk4_combine_op(x: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor, k4: torch.Tensor,
+                   dt: torch.Tensor, out: torch.Tensor) -> None:
+    """out = x + dt_b / 6 (k1 + 2 k2 + 2 k3 + k4) (``out`` may be ``x``)."""
+    out, dt, _ = _prepare(x, out, dt, x=x, k1=k1, k2=k2, k3=k3, k4=k4)
+    _launch_rk4(x, k1, k2, k3, k4, dt, out)
+
+
+@rk4_combine_op.register_fake
+def _(x, k1, k2, k3, k4, dt, out):
+    return None
+
+
+@torch.library.custom_op("flowfm::guidance_combine_triton", mutates_args=("out",))
+def guidance_combine_op(v: torch.Tensor, v_null: torch.Tensor, guidance: float, out: torch.Tensor) -> None:
+    """out = v_null + w (v - v_null) (``out`` may be ``v``)."""
+    out, _, _ = _prepare(v, out, None, v=v, v_null=v_null)
+    _launch_guidance(v, v_null, guidance, out)
+
+
+@guidance_combine_op.register_fake
+def _(v, v_null, guidance, out):
+    return None
 
 
 def _compiling() -> bool:
-    return _HAS_CUSTOM_OP and torch.compiler.is_compiling()
+    return torch.compiler.is_compiling()
 
 
 # ------------------------------------------------------------------------------------------------ public API
