@@ -27,8 +27,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, KeyError, AttributeError, RuntimeError) as exc:
+        # every expected failure (bad input, missing or unreadable files, a full disk, a checkpoint that does not
+        # match its config, a device that is not there) is one line and exit code 2, never a traceback
+        message = str(exc).strip().splitlines()
+        print(f"error: {type(exc).__name__ + ': ' if not isinstance(exc, ValueError) else ''}"
+              f"{message[0] if message else type(exc).__name__}", file=sys.stderr)
         return 2
 
 

@@ -41,6 +41,18 @@ def run(args) -> int:
         x = x.without_subjects(s.strip() for s in args.exclude_subjects.split(",") if s.strip())
     ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
     out = Path(args.out)
+    from flowfm.run_folder import owned
+
+    with owned(out, resume=args.resume, overwrite=getattr(args, "overwrite", False), what="pretraining run"):
+        return _train(args, x, ctx, device, out, method, generator_flags, data_fs)
+
+
+def _train(args, x, ctx, device, out, method, generator_flags, data_fs) -> int:
+    import torch
+
+    from flowfm.baselines import build_model
+    from flowfm.training import TrainConfig, distributed, pretrain
+
     if args.resume:
         from flowfm.checkpoint import load_model
         from flowfm.training.trainer import _latest_checkpoint
@@ -154,6 +166,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (said in the log)")
     p.add_argument("--no-progress", action="store_true")
     add_backend(p)
     p.set_defaults(func=run)
