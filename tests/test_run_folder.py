@@ -76,3 +76,13 @@ def test_cli_pretrain_second_run_refused_overwrite_replaces(tmp_path, capsys):
     assert "--overwrite: replacing" in capsys.readouterr().err
     assert json.loads((out / "train_config.json").read_text())["seed"] == 5 != first["seed"]
     assert not (out / LOCK_NAME).exists()
+
+
+def test_bench_default_out_is_the_checkout_not_the_cwd(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import bench.common
+
+    monkeypatch.chdir(tmp_path)
+    out = Path(bench.common.make_parser("x").parse_args([]).out)
+    assert out.is_absolute() and out == Path(bench.common.__file__).resolve().parent / "results"
