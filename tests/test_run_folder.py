@@ -86,3 +86,17 @@ def test_bench_default_out_is_the_checkout_not_the_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = Path(bench.common.make_parser("x").parse_args([]).out)
     assert out.is_absolute() and out == Path(bench.common.__file__).resolve().parent / "results"
+
+
+def test_cli_pretrain_cuda_without_gpu_writes_nothing(tmp_path, capsys):
+    import torch
+
+    from flowfm.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "--device", "cuda", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -35,6 +35,8 @@ def run(args) -> int:
             if method not in methods and value is not None:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} but no CUDA device is available here; expected --device cpu")
     x = open_corpus_arg(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
     data_fs = x.fs
     if args.exclude_subjects:
