@@ -30,10 +30,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
 def make_parser(doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small configuration per case (smoke test)")
-    parser.add_argument("--out", default="bench/results", help="folder for <suite>_<device>.json")
+    parser.add_argument("--out", default=str(RESULTS),
+                        help="folder for <suite>_<device>.json (default: the checkout's bench/results, wherever "
+                             "the command runs from)")
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
                         help="default: cuda when available, else cpu")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default: suite's)")

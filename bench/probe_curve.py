@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="{}", help="JSON of FlowFMConfig overrides")
     parser.add_argument("--train", default="{}", help="JSON of TrainConfig overrides")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     ds = load_hapt()

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: errors that are the user's input or environment, not a bug: one line on stderr and exit code 2
-EXPECTED_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, KeyError, AttributeError, RuntimeError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -39,7 +39,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except EXPECTED_ERRORS as exc:
-        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
+        lines = str(exc).strip().splitlines()
+        prefix = "" if isinstance(exc, (ValueError, OSError, ImportError)) else f"{type(exc).__name__}: "
+        print(f"error: {prefix}{lines[0] if lines else type(exc).__name__}", file=sys.stderr)
         return 2
 
 

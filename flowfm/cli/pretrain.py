@@ -12,8 +12,7 @@ from flowfm.cli.common import add_unit, open_corpus_arg, add_backend
 def run(args) -> int:
     import torch
 
-    from flowfm.baselines import build_model
-    from flowfm.training import TrainConfig, distributed, pretrain
+    from flowfm.training import distributed
 
     method = getattr(args, "method", "flowfm")
     # generator flags: (value or None when not given, methods they apply to); giving one to another method is an
@@ -35,12 +34,26 @@ def run(args) -> int:
             if method not in methods and value is not None:
                 raise ValueError(f"{flag} applies to --method {' / '.join(methods)} only, not {method}")
 
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} but no CUDA device is available here; expected --device cpu")
     x = open_corpus_arg(args)  # one lazily read (N, C, L) corpus over all --data sources, never concatenated in memory
     data_fs = x.fs
     if args.exclude_subjects:
         x = x.without_subjects(s.strip() for s in args.exclude_subjects.split(",") if s.strip())
     ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
     out = Path(args.out)
+    from flowfm.run_folder import owned
+
+    with owned(out, resume=args.resume, overwrite=getattr(args, "overwrite", False), what="pretraining run"):
+        return _train(args, x, ctx, device, out, method, generator_flags, data_fs)
+
+
+def _train(args, x, ctx, device, out, method, generator_flags, data_fs) -> int:
+    import torch
+
+    from flowfm.baselines import build_model
+    from flowfm.training import TrainConfig, distributed, pretrain
+
     if args.resume:
         from flowfm.checkpoint import load_model
         from flowfm.training.trainer import _latest_checkpoint
@@ -163,6 +176,7 @@ def add_parser(sub) -> None:
     p.add_argument("--init-encoder", default=None, metavar="PATH",
                    help="start the encoder from SSL-Wearables' published harnet10 weights (a state-dict file, read "
                         "with torch.load(weights_only=True)); needs --preset harnet10")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (said in the log)")
     p.add_argument("--no-progress", action="store_true")
     add_backend(p)
     p.set_defaults(func=run)
