@@ -68,6 +68,43 @@ class CheckpointMixin:
         """Load a folder written by :meth:`save` (never unpickles); returns the class recorded in it, in eval mode."""
         return load_model(path, map_location=map_location, backend=backend)
 
+    def save_pretrained(self, save_directory, *, repo_id: Optional[str] = None, push_to_hub: bool = False,
+                        metadata: Optional[dict] = None, **push_kwargs) -> Optional[str]:
+        """huggingface_hub ``ModelHubMixin.save_pretrained``: the folder :meth:`save` writes (config.json +
+        model.safetensors, the Hub's layout); ``push_to_hub=True`` then uploads it to ``repo_id`` (the ``hub``
+        extra). Returns the commit URL when pushed, else None."""
+        save_model(self, save_directory, metadata)
+        if not push_to_hub:
+            return None
+        if not repo_id:
+            raise ValueError("push_to_hub=True needs repo_id='user/name'")
+        api = _hub().HfApi(token=push_kwargs.pop("token", None))
+        api.create_repo(repo_id, exist_ok=True, private=push_kwargs.pop("private", None))
+        return str(api.upload_folder(repo_id=repo_id, folder_path=str(save_directory), **push_kwargs))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: Optional[str] = None, cache_dir=None,
+                        token=None, local_files_only: bool = False, map_location="cpu",
+                        backend: Optional[str] = None, **_hub_kwargs):
+        """huggingface_hub ``ModelHubMixin.from_pretrained``: a local folder or a shipped name (``"small-hapt"``)
+        loads like :meth:`load`; another ``user/name`` is downloaded from the Hub first (config.json +
+        model.safetensors only; the ``hub`` extra). The checksums are checked either way; eval mode."""
+        target = str(pretrained_model_name_or_path)
+        local = resolve_checkpoint(target)
+        if not local.exists() and target.count("/") == 1 and not target.startswith((".", "/")):
+            local = Path(_hub().snapshot_download(repo_id=target, revision=revision, cache_dir=cache_dir,
+                                                  token=token, local_files_only=local_files_only,
+                                                  allow_patterns=[CONFIG, WEIGHTS]))
+        return load_model(local, map_location=map_location, backend=backend)
+
+
+def _hub():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ImportError("the Hugging Face Hub needs huggingface_hub: pip install 'flowfm[hub]'") from None
+    return huggingface_hub
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
