@@ -82,3 +82,14 @@ def test_runner_errors(runner, tmp_path):
         runner.sample(np.zeros((1, runner.meta["z_dim"]), np.float32), method="rk4")
     with pytest.raises(FileNotFoundError, match="flowfm export"):
         OrtRunner(tmp_path)
+
+
+def test_cli_export_then_sample(model, tmp_path):
+    from flowfm.cli import main
+
+    model.save(tmp_path / "ckpt")
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "onnx")]) == 0
+    r = OrtRunner(tmp_path / "onnx", threads=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 300)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(r.encode(x), model.encode(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)

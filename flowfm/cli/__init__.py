@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, info, pretrain, sample,
-                        shard)
+from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, export, info, pretrain,
+                        sample, shard)
 from flowfm.cli.bench import bench_module
 from flowfm.cli.info import resolution_lines
 
-COMMANDS = (demo, pretrain, evaluate, sample, embed, shard, info, convert, compare, evaluate_generation, bench)
+COMMANDS = (demo, pretrain, evaluate, sample, embed, shard, info, convert, compare, evaluate_generation, bench, export)
 __all__ = ["main", "build_parser", "bench_module", "resolution_lines", "COMMANDS"]
 
 
