@@ -29,6 +29,7 @@ CASES = (("euler", 10), ("midpoint", 5))
 def matmul_gflops(n: int = 512, repeats: int = 5) -> float:
     """fp32 matmul GFLOP/s of an n x n product (2 n^3 flops), median of repeats."""
     a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool start and first-touch
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
