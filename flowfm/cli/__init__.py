@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, finetune, info, predict,
-                        prepare, pretrain, sample, shard)
+from flowfm.cli import (bench, compare, convert, demo, embed, evaluate, evaluate_generation, export, finetune, info,
+                        predict, prepare, pretrain, sample, shard)
 from flowfm.cli.bench import bench_module
 from flowfm.cli.info import resolution_lines
 
-COMMANDS = (demo, prepare, pretrain, embed, finetune, predict, evaluate, sample, shard, info, convert, compare,
-            evaluate_generation, bench)
+COMMANDS = (demo, prepare, pretrain, embed, finetune, predict, evaluate, sample, export, shard, info, convert,
+            compare, evaluate_generation, bench)
 __all__ = ["main", "build_parser", "bench_module", "resolution_lines", "COMMANDS"]
 
 
