@@ -210,7 +210,7 @@ def test_render_plots_and_readme(results, quality_results, tmp_path):
     head, tail = original.split("<!-- bench:begin -->")[0], original.split("<!-- bench:end -->")[1]
     assert text.startswith(head) and text.endswith(tail) and "old" not in text
     block = render.current_block(text)
-    assert "| target (SPEC section 7) | measured | status |" in block
+    assert "| target (design §7) | measured | status |" in block
     assert "not measured (no GPU" in block
     assert "x faster at equal or better quality" in block or "no other setting reaches" in block
     assert "torch " in block and "commit `" in block and "results/sampling_cpu_quality.png" in block
