@@ -25,7 +25,7 @@ import torch
 
 from flowfm.profiling import nvtx_range
 from flowfm.solvers import METHODS, integrate, state_dtype, time_grid
-from flowfm.training.null_fit import null_fit_needed
+from flowfm.null_condition import null_fit_needed
 from flowfm_kernels import graphs, requested_backend
 
 

@@ -21,14 +21,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from flowfm.null_condition import null_fit_needed  # noqa: F401  (re-exported)
 from flowfm.profiling import nvtx_range
-
-
-def null_fit_needed(model) -> bool:
-    """True for a model whose null vector no training has reached: p_uncond = 0 and no recorded fit."""
-    config = model.config
-    return (getattr(model, "null_z", None) is not None and getattr(config, "p_uncond", None) == 0
-            and "null_fit" not in config.extra)
 
 
 def _rows(x, idx: np.ndarray, device) -> torch.Tensor:
