@@ -90,7 +90,8 @@ def fast_sample(model, z: Optional[torch.Tensor] = None, x_ref: Optional[torch.T
                 generator: Optional[torch.Generator] = None, length: Optional[int] = None,
                 backend: Optional[str] = None, cuda_graph: Optional[bool] = None,
                 prior: str = "auto") -> torch.Tensor:
-    """Generate windows (B, C, L) in g; see the module docstring. ``length`` defaults to the training window.
+    """Generate windows (B, C, L) in g, channels-first (``flowfm sample`` writes them channels-last, (N, L, C), the
+    X.npy layout); see the module docstring. ``length`` defaults to the training window.
     ``prior`` (unconditional sampling only): ``"auto"``, ``"bank"`` or ``"null"``. ``guidance`` applies to
     conditional sampling; it needs a trained or fitted null vector.
     ``cuda_graph`` (CUDA only; default: on unless ``FLOWFM_CUDA_GRAPH=0``) replays the whole N-step loop as one

@@ -48,7 +48,9 @@ def add_parser(sub) -> None:
                         "(auto: the bank when the model has one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="samples.npy")
+    p.add_argument("--out", default="samples.npy",
+                   help="the .npy to write: (N, L, C) channels-last in g, the X.npy layout (flowfm.fast_sample "
+                        "returns (N, C, L) tensors; transpose(0, 2, 1) converts)")
     add_backend(p)
     p.set_defaults(func=run)
 

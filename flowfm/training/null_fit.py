@@ -30,11 +30,12 @@ def _rows(x, idx: np.ndarray, device) -> torch.Tensor:
 
 
 def fit_null_vector(model, x, *, steps: int = 100, batch_size: int = 64, lr: float = 0.05, seed: int = 0,
-                    init_windows: int = 1024, device=None) -> dict:
+                    init_windows: int = 1024, device=None, progress: bool = False) -> dict:
     """Fit ``model.null_z`` (D,) on windows x (N, C, L) (numpy / memmap, in g) by the loss above; nothing else in
     the model changes. Records ``{"steps", "lr", "batch_size", "seed", "loss_start", "loss_end", "seconds"}`` in
     ``model.config.extra["null_fit"]`` (saved with the model; :func:`flowfm.fast_sample` checks it) and returns it.
-    ``loss_start`` / ``loss_end`` are the mean loss over the first / last ``min(10, steps)`` steps."""
+    ``loss_start`` / ``loss_end`` are the mean loss over the first / last ``min(10, steps)`` steps. ``progress``
+    shows a tqdm bar with the running loss (the fit takes about as long as a training epoch or more)."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if batch_size < 1 or init_windows < 1:
@@ -62,7 +63,10 @@ def fit_null_vector(model, x, *, steps: int = 100, batch_size: int = 64, lr: flo
         model.null_z.requires_grad_(True)
         optimizer = torch.optim.Adam([model.null_z], lr=lr)
         losses = []
-        for _ in range(steps):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(steps), desc="null-vector fit", unit="step", disable=not progress, leave=False)
+        for _ in bar:
             batch = _rows(x, rng.choice(n, size=min(n, batch_size), replace=False), device)
             with nvtx_range("flowfm/null_fit_step"):
                 drop = torch.ones(batch.shape[0], dtype=torch.bool, device=device)
@@ -71,6 +75,8 @@ def fit_null_vector(model, x, *, steps: int = 100, batch_size: int = 64, lr: flo
                 loss.backward()
                 optimizer.step()
             losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        bar.close()
         if not np.isfinite(losses).all():
             raise FloatingPointError(f"the null-vector fit diverged (loss {losses[-1]}); try a smaller lr than {lr}")
     finally:

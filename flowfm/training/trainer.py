@@ -218,21 +218,21 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
 
     if ctx.is_main:
         final = ema.module if ema is not None else model
-        _finish_generator(final, x, config, device)
+        _finish_generator(final, x, config, device, progress=show)
         save_model(final, out_dir / "model", {"train": dataclasses.asdict(config), "history": history})
         atomic_write_text(out_dir / "history.json", json.dumps(history, indent=2))
     distributed.barrier(ctx)
     return history
 
 
-def _finish_generator(model, x, config: TrainConfig, device) -> None:
+def _finish_generator(model, x, config: TrainConfig, device, progress: bool = False) -> None:
     """After the last epoch, for models with a conditional generator: fit the null vector when condition dropout
     was off (:mod:`flowfm.training.null_fit`) and store the representation bank
     (:mod:`flowfm.training.representation_bank`), both seeded by ``config.seed``."""
     if getattr(model, "null_z", None) is None:
         return
     with nvtx_range("flowfm/finish_generator"):
-        fit_null_if_needed(model, x, config.null_fit_steps, seed=config.seed, device=device)
+        fit_null_if_needed(model, x, config.null_fit_steps, seed=config.seed, device=device, progress=progress)
         fill_representation_bank(model, x, config.z_bank_size, seed=config.seed, device=device)
 
 
