@@ -42,9 +42,14 @@ def run(args) -> int:
         x = x.without_subjects(s.strip() for s in args.exclude_subjects.split(",") if s.strip())
     ctx, device = distributed.setup(args.device)  # under torchrun: join the process group (else a no-op)
     out = Path(args.out)
+    import contextlib
+
     from flowfm.run_folder import owned
 
-    with owned(out, resume=args.resume, overwrite=getattr(args, "overwrite", False), what="pretraining run"):
+    # rank 0 owns the folder for the whole job; other ranks would see its lock and files as someone else's run
+    guard = (owned(out, resume=args.resume, overwrite=getattr(args, "overwrite", False), what="pretraining run")
+             if ctx.is_main else contextlib.nullcontext())
+    with guard:
         return _train(args, x, ctx, device, out, method, generator_flags, data_fs)
 
 
