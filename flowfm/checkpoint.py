@@ -18,7 +18,6 @@ The SHA-256 of the weights file is checked on load, so a tampered or truncated f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flowfm.data.atomic import atomic_dir
+from flowfm.data.digest import sha256_file
 from flowfm.data.window_spec import WindowSpec
 from flowfm.zoo import resolve_checkpoint
 
@@ -106,14 +106,6 @@ def _hub():
     return huggingface_hub
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _model_classes() -> dict:
     from flowfm.model import FlowFM
 
@@ -153,7 +145,7 @@ def write_model_files(model, folder: Path, metadata: Optional[dict] = None) -> N
     doc = {
         "format": FORMAT, "version": VERSION, "method": model_method(model), "config": model.config.to_dict(),
         "normalizer": {"mean": model.normalizer.mean.tolist(), "std": model.normalizer.std.tolist()},
-        "weights_sha256": _sha256(folder / WEIGHTS), "metadata": metadata or {},
+        "weights_sha256": sha256_file(folder / WEIGHTS), "metadata": metadata or {},
         "data": model_data_spec(model).to_dict(),
     }
     (folder / CONFIG).write_text(json.dumps(doc, indent=2))
@@ -192,7 +184,7 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
     (``"small-hapt"``, :mod:`flowfm.zoo`)."""
     path = resolve_checkpoint(path)
     doc = read_config(path)
-    actual = _sha256(path / WEIGHTS)
+    actual = sha256_file(path / WEIGHTS)
     if actual != doc.get("weights_sha256"):
         raise CheckpointError(f"{path / WEIGHTS} does not match the checksum recorded in {CONFIG} "
                               f"(file was modified or truncated)")
@@ -257,7 +249,7 @@ def write_state(folder, name: str, state: Any) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(state, "s", tensors)
     save_file(tensors, str(folder / f"{name}.safetensors"))
-    (folder / f"{name}.json").write_text(json.dumps({"sha256": _sha256(folder / f"{name}.safetensors"),
+    (folder / f"{name}.json").write_text(json.dumps({"sha256": sha256_file(folder / f"{name}.safetensors"),
                                                      "state": skeleton}))
 
 
@@ -267,6 +259,6 @@ def read_state(folder, name: str) -> Any:
         if not (folder / f"{name}{suffix}").is_file():
             raise CheckpointError(f"checkpoint {folder} is incomplete: {name}{suffix} is missing")
     doc = json.loads((folder / f"{name}.json").read_text())
-    if _sha256(folder / f"{name}.safetensors") != doc.get("sha256"):
+    if sha256_file(folder / f"{name}.safetensors") != doc.get("sha256"):
         raise CheckpointError(f"{folder / (name + '.safetensors')} does not match its recorded checksum")
     return _join(doc["state"], load_file(str(folder / f"{name}.safetensors")))

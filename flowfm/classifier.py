@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from flowfm.data.atomic import atomic_dir
+from flowfm.data.digest import sha256_file
 from flowfm.data.window_spec import WindowSpec
 from flowfm.encoder import ResNetEncoder
 from flowfm.evaluation.heads import MLPHead
@@ -69,9 +70,7 @@ def _head(kind: str, in_dim: int, n_classes: int, hidden: int = 256) -> nn.Modul
 def _digest(weights: Path, doc: dict) -> str:
     """SHA-256 of the weights file's bytes followed by the canonical JSON of ``doc`` (without the digest)."""
     h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    sha256_file(weights, h)
     body = {k: v for k, v in doc.items() if k != "sha256"}
     h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 import flowfm
 from flowfm.baselines.diffusion import DiffusionConfig, DiffusionFM
-from flowfm.checkpoint import _sha256
+from flowfm.data.digest import sha256_file as _sha256
 from flowfm.config import FlowFMConfig
 from flowfm.training import TrainConfig, pretrain
 from flowfm.training.null_fit import fit_null_vector, null_fit_needed

@@ -8,10 +8,11 @@ value becomes a folder: an existing path wins, else a shipped name is looked up 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Union
+
+from flowfm.data.digest import sha256_file
 
 __all__ = ["MODELS", "names", "model_folder", "resolve_checkpoint", "PretrainedError"]
 
@@ -31,14 +32,6 @@ def names() -> list[str]:
     return sorted(MODELS)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def model_folder(name: str, verify: bool = True) -> Path:
     """The folder of the shipped model ``name``, its files checked against ``MANIFEST.json``."""
     if name not in MODELS:
@@ -51,7 +44,7 @@ def model_folder(name: str, verify: bool = True) -> Path:
         manifest = json.loads(manifest_path.read_text())
         for fname, digest in manifest["files"].items():
             path = folder / fname
-            if not path.is_file() or _sha256(path) != digest:
+            if not path.is_file() or sha256_file(path) != digest:
                 raise PretrainedError(f"shipped model {name!r}: {path} is missing or does not match its SHA-256 in "
                                       "MANIFEST.json (reinstall flowfm)")
     return folder
@@ -68,7 +61,7 @@ def resolve_checkpoint(spec: Union[str, Path]) -> Path:
 
 def write_manifest(folder: Path) -> Path:
     """(For maintainers adding a model.) Write ``MANIFEST.json`` with the SHA-256 of every other file."""
-    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "MANIFEST.json"}
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "MANIFEST.json"}
     out = folder / "MANIFEST.json"
     out.write_text(json.dumps({"files": files}, indent=2) + "\n")
     return out
