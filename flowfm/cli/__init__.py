@@ -32,7 +32,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; expected errors (:data:`EXPECTED_ERRORS`: bad values, missing / existing files, a
     checkpoint that does not check, a missing optional package, a device that is not there) end in one line
     ``error: ...`` and exit code 2, Ctrl-C in exit code 130; anything else is a bug and keeps its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given, for provenance records
     try:
         return args.func(args)
     except KeyboardInterrupt:

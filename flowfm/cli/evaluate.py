@@ -53,7 +53,7 @@ def run(args) -> int:
         for s in report["per_seed"]:
             for d in s["draws"]:
                 d.pop("y_pred", None)
-        report["provenance"] = provenance([ds.x, ds.y, ds.pid])
+        report["provenance"] = provenance([ds.x, ds.y, ds.pid], args.argv)
         atomic_write_text(paths["json"], json.dumps(report, indent=2))
         atomic_write_text(paths["md"], report_markdown(report) + per_class_markdown(report))
         plot_confusion(report, paths["png"])

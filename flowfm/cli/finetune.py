@@ -1,7 +1,6 @@
 """``flowfm finetune``: train an activity classifier on a labelled dataset and save it (encoder + head)."""
 from __future__ import annotations
 
-import sys
 import time
 
 from flowfm.cli.common import add_unit, at_model_rate, declared_fs, load_dataset
@@ -18,7 +17,7 @@ def run(args) -> int:
     clf = train_classifier(model, x, ds.y, ds.pid, args.mode, seed=args.seed, max_epochs=args.max_epochs,
                            patience=args.patience, batch_size=args.batch_size, val_fraction=args.val_fraction,
                            metadata={"checkpoint": str(args.checkpoint), "data": str(args.data),
-                                     "command": " ".join(sys.argv)},
+                                     "command": " ".join(["flowfm", *args.argv])},
                            progress=None if args.quiet else print)
     clf.save(args.out)
     print(f"{args.mode} classifier of {len(clf.label_names)} classes ({', '.join(clf.label_names)}) trained in "
