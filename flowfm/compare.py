@@ -8,6 +8,9 @@
    subjects' unlabelled windows included, as in the usual SSL benchmark setting); ``inductive=True``
    (``--inductive``) pretrains one model per fold and seed without that fold's test subjects
    (``OUT/pretrain/<method>/seed_<s>/fold_<f>/``), so no window of a test subject reaches any training.
+   ``split="report"`` (``--split``) evaluates on the report subjects of the fixed design / report split only
+   (:mod:`flowfm.evaluation.subject_split`); with ``inductive`` each seed's model is then pretrained once, on the
+   other part's subjects, so pretraining never sees a window of any evaluated subject.
 2. **Evaluate** each pretrained encoder and the baselines that need no pretraining (``random``: the same encoder at
    random init, frozen; ``scratch``: the same encoder trained from random init, in fine-tuning mode) with the
    subject-wise protocol (:mod:`flowfm.evaluation.protocol`) in every requested mode and label regime. Seed s of
@@ -62,11 +65,15 @@ class CompareConfig:
     variants: dict = field(default_factory=dict)
     readout: str = "z"
     inductive: bool = False
+    split: Optional[str] = None
 
     def __post_init__(self):
         from flowfm.evaluation.features import check_readout
+        from flowfm.evaluation.subject_split import SPLITS
 
         check_readout(self.readout)   # before any pretraining, not hours later
+        if self.split is not None and self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {self.split!r}")
 
     @classmethod
     def quick_config(cls, **overrides) -> "CompareConfig":
@@ -114,32 +121,39 @@ def _pretrained(cfg: CompareConfig, run: str, seed: int, folder: Path, args: lis
 
 
 def pretrain_all(cfg: CompareConfig, data_arg: str, log=print,
-                 fold_test_subjects: Optional[list] = None) -> dict:
+                 fold_test_subjects: Optional[list] = None, held_out_subjects: Optional[list] = None) -> dict:
     """Pretrain (or reuse / resume) every method and variant x seed; returns {run: {seed: model folder}}.
 
-    ``cfg.inductive``: one run per fold instead, ``.../seed_<s>/fold_<f>/``, pretrained without the test subjects
-    of fold f (``fold_test_subjects[f]``); the entry of a seed is then the list of its per-fold model folders.
-    Under ``evaluate_only`` a *variant* may have fewer finished seeds than ``cfg.seeds`` (a design variant
-    stopped early because it lost): it is evaluated on the seeds it has, paired with the other rows on those."""
-    models = {}
-    for method in (*cfg.methods, *cfg.variants):
-        models[method] = {}
-        optional = method in cfg.variants
-        for seed in range(cfg.seeds):
+    Seed-major order (seed 0 of every run, then seed 1, ...), so an interrupted comparison holds complete, paired
+    seeds. ``cfg.inductive``: without ``held_out_subjects`` (no ``cfg.split``), one run per fold,
+    ``.../seed_<s>/fold_<f>/``, pretrained without the test subjects of fold f (``fold_test_subjects[f]``); the
+    entry of a seed is then the list of its per-fold model folders. With ``held_out_subjects`` (the evaluated
+    split's subjects), one run per seed pretrained without any of them, so no window of an evaluated subject reaches
+    pretraining. Under ``evaluate_only`` a *variant* may have fewer finished seeds than ``cfg.seeds`` (a design
+    variant stopped early because it lost): it is evaluated on the seeds it has, paired with the other rows on
+    those."""
+    runs = (*cfg.methods, *cfg.variants)
+    models = {run: {} for run in runs}
+    for seed in range(cfg.seeds):
+        for method in runs:
             folder = run_dir(cfg, method, seed)
-            if not cfg.inductive:
-                found = _pretrained(cfg, method, seed, folder, _pretrain_args(cfg, method, seed, data_arg), log,
-                                    optional)
+            optional = method in cfg.variants
+            args = _pretrain_args(cfg, method, seed, data_arg)
+            if cfg.inductive and held_out_subjects is not None:
+                args += ["--exclude-subjects", ",".join(str(s) for s in held_out_subjects)]
+            if not cfg.inductive or held_out_subjects is not None:
+                found = _pretrained(cfg, method, seed, folder, args, log, optional)
             else:
                 found = []
                 for fold, subjects in enumerate(fold_test_subjects):
-                    args = _pretrain_args(cfg, method, seed, data_arg)
-                    args[args.index("--out") + 1] = str(folder / f"fold_{fold}")
-                    args += ["--exclude-subjects", ",".join(str(s) for s in subjects)]
-                    found.append(_pretrained(cfg, method, seed, folder / f"fold_{fold}", args, log, optional))
+                    fold_args = list(args)
+                    fold_args[fold_args.index("--out") + 1] = str(folder / f"fold_{fold}")
+                    fold_args += ["--exclude-subjects", ",".join(str(s) for s in subjects)]
+                    found.append(_pretrained(cfg, method, seed, folder / f"fold_{fold}", fold_args, log, optional))
                 found = None if None in found else found
             if found is not None:
                 models[method][seed] = found
+    for method in runs:
         if not models[method]:
             raise FileNotFoundError(f"evaluate-only: variant {method} has no finished seed under "
                                     f"{run_dir(cfg, method, 0).parent}")
@@ -297,12 +311,18 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
         if not (out / "data_subset" / "X.npy").is_file():
             save_folder(ds, data_arg)
     labelled = ds.labelled()
+    held_out = None
+    if cfg.split is not None:
+        from flowfm.evaluation.subject_split import design_report_split, subject_mask
+
+        held_out = design_report_split(ds.pid)[cfg.split]
+        labelled = labelled.subset(subject_mask(labelled.pid, split=cfg.split))
     fold_subjects = [np.unique(labelled.pid[test]) for _, test in subject_folds(labelled.pid, cfg.folds)]
-    models = pretrain_all(cfg, data_arg, log, fold_subjects)
+    models = pretrain_all(cfg, data_arg, log, fold_subjects, held_out)
     results = evaluate_all(cfg, models, labelled, log=log)
     ttq = None
-    if cfg.inductive and cfg.time_to_quality:
-        log("[compare] time to quality is measured on transductive runs only; skipped under --inductive")
+    if cfg.inductive and cfg.split is None and cfg.time_to_quality:
+        log("[compare] time to quality needs one run per seed; skipped under per-fold --inductive")
     elif cfg.time_to_quality and "flowfm" in cfg.methods and "diffusion" in cfg.methods:
         path = out / "time_to_quality.json"
         if path.is_file():
@@ -319,7 +339,10 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
                 + ("unless its variant says otherwise " if cfg.variants else "")
                 + f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; frozen-feature readout "
                 f"{cfg.readout}; pretraining "
-                + ("inductive: per fold, without that fold's test subjects" if cfg.inductive else
+                + (f"evaluated on the {cfg.split} subjects ({', '.join(str(s) for s in held_out)}) only; "
+                   if cfg.split is not None else "")
+                + ("inductive: without any evaluated subject's window" if cfg.inductive and cfg.split is not None
+                   else "inductive: per fold, without that fold's test subjects" if cfg.inductive else
                    "transductive: all windows, labels unused (test subjects' unlabelled windows included)")
                 + f"; {_machine()}."
                 + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only; its rows and "

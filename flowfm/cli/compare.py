@@ -27,6 +27,7 @@ def run(args) -> int:
     fields["evaluate_only"] = args.evaluate_only
     fields["readout"] = args.readout
     fields["inductive"] = args.inductive
+    fields["split"] = args.split
     fields["time_to_quality"] = not args.skip_time_to_quality
     if args.ttq_epochs:
         fields["ttq_epochs"] = tuple(int_list(args.ttq_epochs))
@@ -72,9 +73,13 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-time-to-quality", action="store_true", help="no per-epoch probe curves")
     p.add_argument("--variant", action="append", default=None,
                    help="an extra pretrained row: NAME='--method flowfm --t-sampling uniform' (repeatable)")
+    p.add_argument("--split", default=None, choices=["design", "report"],
+                   help="evaluate on one part of the fixed design / report subject split (every third subject in "
+                        "sorted order is a report subject; docs/design.md §5)")
     p.add_argument("--inductive", action="store_true",
-                   help="pretrain one model per fold and seed without that fold's test subjects (costs --folds "
-                        "times the pretraining; use a fresh --out)")
+                   help="pretraining never sees an evaluated subject: with --split, one model per seed pretrained "
+                        "on the other part's subjects; without, one model per fold and seed without that fold's "
+                        "test subjects (costs --folds times the pretraining); use a fresh --out")
     p.add_argument("--evaluate-only", action="store_true",
                    help="never pretrain (error if a model is missing): lets several invocations with disjoint "
                         "--modes share OUT safely")

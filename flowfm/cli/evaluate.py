@@ -5,6 +5,7 @@ import json
 
 from flowfm.cli.common import add_unit, at_model_rate, declared_fs, load_dataset
 from flowfm.encoder import READOUTS
+from flowfm.evaluation.subject_split import SPLITS, parse_subject_ids, subject_mask
 
 
 def run(args) -> int:
@@ -29,6 +30,10 @@ def run(args) -> int:
     if not (args.checkpoint or args.encoder):
         raise ValueError("pass --checkpoint DIR (a model folder of any method) or --encoder random / scratch")
     ds = load_dataset(args.data, args.unit).labelled()
+    selection = {"split": args.split, "subjects": parse_subject_ids(args.subjects),
+                 "exclude": parse_subject_ids(args.exclude_subjects)}
+    if any(v is not None for v in selection.values()):
+        ds = ds.subset(subject_mask(ds.pid, **selection))
     model, name = encoder_model(args.checkpoint or args.encoder, preset=args.preset, in_channels=ds.x.shape[1],
                                 window=ds.x.shape[2], base_seed=args.seed)
     from flowfm.data.window_spec import WindowSpec
@@ -79,6 +84,11 @@ def add_parser(sub) -> None:
     p.add_argument("--readout", default="z", choices=list(READOUTS),
                    help="frozen features of --mode linear / mlp: z (the encoder's final pooled output) or stages "
                         "(the pooled outputs of every encoder stage, concatenated)")
+    p.add_argument("--split", default=None, choices=list(SPLITS),
+                   help="evaluate on one part of the fixed design / report subject split only (every third "
+                        "subject in sorted order is a report subject; docs/design.md §5)")
+    p.add_argument("--subjects", default=None, metavar="IDS", help="evaluate on these subjects only (comma list)")
+    p.add_argument("--exclude-subjects", default=None, metavar="IDS", help="leave these subjects out (comma list)")
     p.add_argument("--folds", type=int, default=5, help="GroupKFold over subjects")
     p.add_argument("--loso", action="store_true", help="leave one subject out instead of --folds")
     p.add_argument("--label-subjects", type=int, default=None,

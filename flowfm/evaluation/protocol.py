@@ -26,6 +26,7 @@ draw into macro-F1 / kappa (every labelled window predicted once per draw) plus 
 Report (JSON-serialisable dict)::
 
     {"model", "data", "mode", "readout", "folds", "loso", "label_subjects", "draws", "seeds": [...],
+     "subjects": [evaluated subject ids as text],
      "fit_config": {...}, "validation": str,
      "per_seed": [{"seed", "seconds", "macro_f1", "kappa", "subject_f1_mean",
         "draws": [{"draw", "macro_f1", "kappa", "subject_f1_mean", "subject_f1_sd", "subject_kappa_mean",
@@ -227,7 +228,7 @@ def evaluate_encoder(model: Union[object, Callable[[int], object]], x, y, pid, m
             "pretraining": "per fold, without the fold's test subjects (inductive)"
             if isinstance(m, PerFold) else "one model for all folds",
             "folds": n_splits, "loso": loso, "label_subjects": label_subjects,
-            "draws": draws, "seeds": seeds,
+            "draws": draws, "seeds": seeds, "subjects": [str(s) for s in np.unique(pid)],
             "fit_config": None if mode == "linear" else config.to_dict(),
             "validation": "none (logistic regression on all labelled training windows)" if mode == "linear"
             else VALIDATION_RULE,
