@@ -1,4 +1,5 @@
-"""``flowfm prepare``: recordings with a clock (CSV / parquet / npy) -> the standard labelled window folder."""
+"""``flowfm prepare``: recordings with a clock (CSV / parquet / npy, or .cwa / .gt3x / .bin device files) -> the
+standard labelled window folder."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,8 @@ def read_options(args) -> dict:
     """The :func:`~flowfm.data.read_recording.read_recordings` options shared by prepare / embed / predict."""
     return dict(fs=args.fs, unit=args.unit, time_column=args.time_column, time_unit=args.time_unit,
                 axes=args.axes.split(",") if args.axes else None, label_column=args.label_column,
-                subject_column=args.subject_column, max_gap_s=args.max_gap)
+                subject_column=args.subject_column, max_gap_s=args.max_gap, calibrate=not args.no_calibrate,
+                detect_nonwear=not args.no_nonwear, nonwear_patience=args.nonwear_patience)
 
 
 def add_read_options(p, labels: bool = True) -> None:
@@ -24,6 +26,12 @@ def add_read_options(p, labels: bool = True) -> None:
     p.add_argument("--axes", default=None, help="the x,y,z column names (default: x / acc_x / accel_x / ax ...)")
     p.add_argument("--max-gap", type=float, default=1.0,
                    help="seconds without samples that split a recording into segments (default 1)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="device files (.cwa / .gt3x / .bin): skip actipy's gravity calibration")
+    p.add_argument("--no-nonwear", action="store_true",
+                   help="device files: keep non-wear time (default: actipy flags it and it splits the recording)")
+    p.add_argument("--nonwear-patience", default=None,
+                   help="device files: stationary time flagged as non-wear, e.g. 60m (default actipy's 90m)")
     if labels:
         p.add_argument("--label-column", default=None,
                        help="label column (default: label / activity / annotation / class if present)")
@@ -47,7 +55,7 @@ def run(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="recordings with a clock (CSV / parquet / npy: time, x, y, z, optional label "
-                                       "and subject columns) -> a window folder (X.npy, Y.npy, pid.npy, time.npy)")
+                                       "and subject columns; or .cwa / .gt3x / .bin device files) -> a window folder (X.npy, Y.npy, pid.npy, time.npy)")
     p.add_argument("recordings", nargs="+", help="files (or quoted globs), one subject per file unless "
                                                  "--subject-column")
     p.add_argument("--out", required=True, help="the folder to write (atomically)")

@@ -90,7 +90,8 @@ def prepare_recordings(paths: Sequence[Union[str, Path]], out: Union[str, Path],
             times.append(start)
             sources.append({"file": str(path), "subject": rec.subject, "fs": rec.fs, "unit": rec.unit,
                             "channels": list(rec.channels), "absolute_time": rec.absolute_time,
-                            "segments": len(rec.segments), "windows": int(len(x))})
+                            "segments": len(rec.segments), "windows": int(len(x)),
+                            **({"device": rec.info} if rec.info else {})})
     n = int(sum(len(x) for x in xs))
     if n == 0:
         raise ValueError(f"no {window_s:g} s window in {len(sources)} recording(s): every segment is shorter than "

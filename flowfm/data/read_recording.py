@@ -1,7 +1,8 @@
 """Recordings as researchers have them: a table with a clock, named axis columns and optional label / subject columns.
 
-:func:`read_recordings` reads CSV (``.csv``, ``.csv.gz``, ``.txt``), parquet or ``.npy`` files with pandas and
-returns one :class:`TimedRecording` per subject:
+:func:`read_recordings` reads CSV (``.csv``, ``.csv.gz``, ``.txt``), parquet or ``.npy`` files with pandas (and
+device files, ``.cwa`` / ``.gt3x`` / ``.bin``, with actipy: :mod:`flowfm.data.device_files`) and returns one
+:class:`TimedRecording` per subject:
 
 1. **columns**: the clock (``time_column``, else the first of ``time``, ``timestamp``, ``datetime``, ``t``, ...),
    the x / y / z axes (``axes``, else common spellings such as ``x``, ``acc_x``, ``accel_x``, ``ax``, ``x-axis``,
@@ -32,6 +33,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .device_files import is_device_file, read_device_file
 from .resample import make_windows, resample_labels, resample_to, window_params
 from .units import canonical_unit, check_unit, median_magnitude
 
@@ -69,6 +71,8 @@ class TimedRecording:
     absolute_time: bool
     unit: str
     segments: list[Segment] = field(default_factory=list)
+    #: reader metadata, e.g. actipy's calibration / non-wear report for device files
+    info: dict = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -211,8 +215,13 @@ def read_recordings(path: Union[str, Path], *, fs: Optional[float] = None, unit:
                     time_column: Optional[str] = None, time_unit: Optional[str] = None,
                     axes: Optional[Sequence[str]] = None, label_column: Optional[str] = None,
                     subject_column: Optional[str] = None, subject: Optional[str] = None,
-                    max_gap_s: float = 1.0) -> list[TimedRecording]:
+                    max_gap_s: float = 1.0, calibrate: bool = True, detect_nonwear: bool = True,
+                    nonwear_patience: Optional[str] = None) -> list[TimedRecording]:
     """Read one file into one :class:`TimedRecording` per subject (module docstring for the rules).
+
+    Device files (``.cwa``, ``.gt3x``, ``.bin``) go to :func:`~flowfm.data.device_files.read_device_file` (actipy:
+    ``calibrate``, ``detect_nonwear``, ``nonwear_patience``; the device's own clock, rate and g units, so ``fs``
+    and the column options do not apply).
 
     ``subject`` names the subject of a file without a subject column (default: the file name without suffixes).
     ``label_column`` None looks for a column named label / activity / annotation / class; pass ``""`` for none.
@@ -225,12 +234,18 @@ def read_recordings(path: Union[str, Path], *, fs: Optional[float] = None, unit:
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected a CSV / parquet / .npy recording)")
+        raise FileNotFoundError(f"{path} does not exist (expected a CSV / parquet / .npy recording or a "
+                                ".cwa / .gt3x / .bin device file)")
     if fs is not None and not (np.isfinite(fs) and fs > 0):
         raise ValueError(f"fs must be a positive number of Hz, got {fs}")
     if not max_gap_s > 0:
         raise ValueError(f"max_gap_s must be > 0 seconds, got {max_gap_s}")
     declared = canonical_unit(unit)
+    if is_device_file(path):
+        if declared not in (None, "g"):
+            raise ValueError(f"{source}: device files are read in g (actipy); --unit {unit} does not apply")
+        return [read_device_file(path, subject=subject, calibrate=calibrate, detect_nonwear=detect_nonwear,
+                                 nonwear_patience=nonwear_patience, max_gap_s=max_gap_s)]
     df = _read_table(path)
     columns = list(df.columns)
     tcol = _find(columns, time_column, TIME_NAMES, "time", source)
@@ -259,6 +274,17 @@ def _one_recording(df, source, subject, tcol, axis_cols, lcol, fs, declared, tim
     if lcol is not None:
         raw = df[lcol]
         labels = np.where(raw.isna().to_numpy(), "", raw.astype(str).to_numpy()).astype(str)
+    return recording_from_samples(t, values, labels=labels, source=source, subject=subject,
+                                  channels=tuple(str(c) for c in axis_cols), fs=fs, unit=declared,
+                                  absolute=absolute, max_gap_s=max_gap_s)
+
+
+def recording_from_samples(t: np.ndarray, values: np.ndarray, *, labels: Optional[np.ndarray], source: str,
+                           subject: str, channels: tuple[str, ...], fs: Optional[float], unit: Optional[str],
+                           absolute: bool, max_gap_s: float) -> TimedRecording:
+    """Samples at times ``t (n,)`` (seconds, increasing) with axes ``values (n, C)`` and optional per-sample
+    ``labels (n,)`` -> a :class:`TimedRecording` in g (steps 3-4 of the module docstring). Rows with a non-finite
+    axis are dropped; ``fs`` None reads the rate off the clock; ``unit`` None detects it by magnitude."""
     if not np.isfinite(t).all():
         raise ValueError(f"{source}: the time column has {int((~np.isfinite(t)).sum())} missing or non-numeric "
                          "values")
@@ -272,7 +298,7 @@ def _one_recording(df, source, subject, tcol, axis_cols, lcol, fs, declared, tim
     labels = None if labels is None else labels[finite]
     if len(t) < 2:
         raise ValueError(f"{source}: fewer than 2 rows with finite x / y / z")
-    per_g = check_unit(median_magnitude(values), source, declared)
+    per_g = check_unit(median_magnitude(values), source, unit)
     steps = np.diff(t)
     rate = fs
     if fs is None:  # mean step within gap-free stretches (the median of a jittery clock is biased), 4 digits
@@ -293,9 +319,8 @@ def _one_recording(df, source, subject, tcol, axis_cols, lcol, fs, declared, tim
             nearest = np.clip(np.searchsorted(t[a:b], grid, side="right") - 1, 0, b - a - 1)
             seg_labels = labels[a:b][nearest]
         segments.append(Segment((sig / per_g).astype(np.float32), float(grid[0]), seg_labels))
-    return TimedRecording(source=source, subject=str(subject), fs=float(rate),
-                          channels=tuple(str(c) for c in axis_cols), absolute_time=bool(absolute),
-                          unit=declared or "g", segments=segments)
+    return TimedRecording(source=source, subject=str(subject), fs=float(rate), channels=tuple(channels),
+                          absolute_time=bool(absolute), unit=unit or "g", segments=segments)
 
 
 def _as_number(col, source):
@@ -317,11 +342,11 @@ def read_recording(path: Union[str, Path], **kwargs) -> TimedRecording:
 
 
 def has_clock(path: Union[str, Path]) -> bool:
-    """Whether a CSV / parquet file has a header naming a time column (then :func:`read_recordings` reads it);
+    """Whether a device file, a parquet file or a CSV with a header naming a time column (then :func:`read_recordings` reads it);
     headerless numeric files are the streaming reader's (:mod:`flowfm.data.recording`)."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
+    if name.endswith((".parquet", ".pq")) or is_device_file(path):
         return True
     if not name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
         return False
