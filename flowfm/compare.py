@@ -1,4 +1,4 @@
-"""``flowfm compare``: the whole comparison of SPEC §4-5 on one dataset, in one command.
+"""``flowfm compare``: the whole comparison of docs/design.md §4-5 on one dataset, in one command.
 
 1. **Pretrain** every method (``flowfm``, ``diffusion``, ``ssl-wearables``) for every seed with the same budget
    (:class:`~flowfm.training.TrainConfig`: epochs, batch, learning rate, warm-up; every epoch checkpoint kept) into
@@ -386,7 +386,7 @@ def time_to_quality_markdown(ttq: dict) -> str:
     mean, emean = ttq["time_ratio_mean"], ttq["epoch_ratio_mean"]
     lines += ["", f"Reached in {ttq['reached']}/{len(ttq['per_seed'])} seeds; over those, mean time ratio "
                   f"{'-' if mean is None else f'{mean:.2f}'}, mean epoch ratio "
-                  f"{'-' if emean is None else f'{emean:.2f}'} (SPEC target <= 0.50)."]
+                  f"{'-' if emean is None else f'{emean:.2f}'} (target <= 0.50, docs/design.md §1)."]
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 ``"harnet10"`` is SSL-Wearables' full-size ResNet-V2 encoder (about 10.5 M parameters, z of dim 1024) with a
 (64, 128, 256) U-Net; ``"small"`` is the CPU-friendly quarter-width encoder (z of dim 256) with a (24, 48, 96)
-U-Net, the preset every CPU number in README uses.
+U-Net, the preset every CPU number in docs/results.md uses.
 """
 from __future__ import annotations
 
@@ -48,19 +48,22 @@ class FlowFMConfig(ConfigDictMixin):
 
     Fields left ``None`` take the preset's value. ``window`` is the training window length L (any L >= 16 works at
     inference). ``sigma_min`` is the minimum noise of the conditional-OT path, ``p_uncond`` the condition-dropout
-    probability (default 0, not SPEC §3's 0.1: dropout cost the HAPT encoder, and unconditional sampling from the
-    representation bank matched the dropout-trained null vector; README "Condition dropout"), ``t_sampling`` the
+    probability (default 0, not docs/design.md §3's 0.1: dropout cost the HAPT encoder, and unconditional sampling from
+    the
+    representation bank matched the dropout-trained null vector; docs/results.md "Condition dropout"),
+    ``t_sampling`` the
     training-time distribution (default t = sigmoid(N(1, 1)), biased toward the data end t = 1: on HAPT it gave a
-    clearly better encoder than uniform t, README "Design variants"),
+    clearly better encoder than uniform t, docs/results.md "Design variants"),
     ``z_norm`` / ``z_rank`` how the generator reads z (default ``"layer"``: each z standardised by a LayerNorm without
     affine parameters before the generator's projection, which on HAPT beat diffusion in more settings than the plain
-    projection did, README "Design variants"; ``z_rank`` a rank-r bottleneck; :class:`~flowfm.velocity.UNet1d`; the
+    projection did, docs/results.md "Design variants"; ``z_rank`` a rank-r bottleneck;
+    :class:`~flowfm.velocity.UNet1d`; the
     probed representation is z itself either way),
     ``time_embedding_scale`` a, the velocity network's time embedding sinusoidal(a t) (default 1: the field varies
     slowly enough in t for the solvers to reach their orders at few steps; configs written before the field load
-    with 1000, which made the field oscillate in t with a period of ~0.006; README "Solver order"),
+    with 1000, which made the field oscillate in t with a period of ~0.006; docs/results.md "Solver order"),
     ``stop_grad_encoder`` the ablation that blocks the
-    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (SPEC §3; ``view_*`` its
+    generator's gradient into the encoder, ``encoder_view`` what the encoder sees (docs/design.md §3; ``view_*`` its
     parameters, ``view_max_shift`` the largest time shift of the ``shift`` views in samples: 150 = 5 s at 30 Hz).
     """
 

@@ -1,6 +1,6 @@
 """FlowFM: a representation encoder and a representation-conditioned flow-matching generator, trained jointly.
 
-Decoupled joint training (SPEC §3). With x1 (B, C, L) a batch of windows in g, x1n its normalised form,
+Decoupled joint training (docs/design.md §3). With x1 (B, C, L) a batch of windows in g, x1n its normalised form,
 x0 ~ N(0, I), t ~ p(t), s = sigma_min and z = E(view(x1)) (B, D):
 
     x_t = (1 - (1 - s) t) x0 + t x1n,      u = x1n - (1 - s) x0
@@ -34,7 +34,7 @@ class FlowFM(CheckpointMixin, EmbedMixin, nn.Module):
 
     method = "flowfm"
     config_type = FlowFMConfig
-    default_encoder_lr_scale = 0.1  # see flowfm.training.trainer and README: full rate degraded the HAPT probe
+    default_encoder_lr_scale = 0.1  # flowfm.training.trainer; docs/results.md: full rate degraded the HAPT probe
     optional_state_keys = ("z_bank",)  # checkpoints from before the representation bank load with an empty one
 
     def __init__(self, config: Optional[FlowFMConfig] = None, backend: Optional[str] = None):

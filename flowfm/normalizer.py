@@ -1,4 +1,4 @@
-"""Per-channel standardisation of the generator's data space (SPEC §3).
+"""Per-channel standardisation of the generator's data space (docs/design.md §3).
 
     x_n = (x - mean_c) / std_c,   x = x_n * std_c + mean_c        mean, std (C,) from the training windows
 """

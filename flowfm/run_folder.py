@@ -19,7 +19,7 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 __all__ = ["LOCK_NAME", "RunFolderError", "claim", "owned"]
 

@@ -12,7 +12,7 @@ With step h = t_{n+1} - t_n:
               including the last: this implementation never skips the corrector)
     rk4       classical Runge-Kutta 4                                             NFE 4 per step
 
-Global error orders: 1, 2, 2, 4, reached once h resolves the field's variation in t (README "Solver order";
+Global error orders: 1, 2, 2, 4, reached once h resolves the field's variation in t (docs/results.md "Solver order";
 ``bench/solver_order.py`` measures them on FlowFM's own network).
 
 Precision: the state keeps x0's dtype. A float32 (or lower) state runs on the float32 grid through the

@@ -6,7 +6,7 @@ Conditioning vector, with t (B,) in [0, 1] and z (B, D):
 
 a is ``time_embedding_scale`` (:class:`~flowfm.config.FlowFMConfig`): the embedding's fastest component has period
 2 pi / a in t. The old a = 1000 (the DDPM convention of t in timesteps) makes the field oscillate in t with a
-period of ~0.006, far below any few-step grid, so no solver showed its order below ~256 steps (README "Solver
+period of ~0.006, far below any few-step grid, so no solver showed its order below ~256 steps (docs/results.md "Solver
 order"); new FlowFM configs use a smaller a, configs written without the field load with 1000.
 
 N is, with ``z_norm="layer"`` (the default), a LayerNorm without affine parameters (each z standardised over its

@@ -1,9 +1,9 @@
-"""Encoder views: what the encoder sees of a window x1 while the generator must produce x1 itself (SPEC §3).
+"""Encoder views: what the encoder sees of a window x1 while the generator must produce x1 itself (docs/design.md §3).
 
 ``identical``: E sees x1. ``shift``: E sees a time-shifted cut of the same recording (up to ``view_max_shift``
 samples earlier or later, :mod:`flowfm.data.time_shift`; the trainer supplies the cuts). ``augment`` (default, best
-measured, README "Design variants"): a mild, label-preserving augmentation, applied per window, in this order (all
-in g, x of shape (B, C, L)); ``shift+augment`` augments the shifted cut:
+measured, docs/results.md "Design variants"): a mild, label-preserving augmentation, applied per window, in this
+order (all in g, x of shape (B, C, L)); ``shift+augment`` augments the shifted cut:
 
 1. time warp: speed s(t) = 1 + sigma * piecewise-linear noise over ``knots`` knots, positions
    p = cumsum(s) rescaled to [0, L-1], x'(l) = x(p_l) by linear interpolation;

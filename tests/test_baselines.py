@@ -1,4 +1,4 @@
-"""Baselines (SPEC §4): the DDPM joint model (schedule, loss, samplers against an analytic Gaussian), the
+"""Baselines (docs/design.md §4): the DDPM joint model (schedule, loss, samplers against an analytic Gaussian), the
 SSL-Wearables multi-task model (pretext transforms, labels, learning), checkpoints and the CLI."""
 import itertools
 

@@ -1,4 +1,5 @@
-"""The leak-free subject-wise protocol (SPEC §5): linear / mlp / finetune / scratch, validation subjects, early
+"""The leak-free subject-wise protocol (docs/design.md §5): linear / mlp / finetune / scratch, validation subjects,
+early
 stopping, paired differences, report rendering and the evaluate CLI.
 
 The leak tests spy on the fitting entry points themselves (``fit.fit_classifier`` / ``fit.predict`` and the

@@ -1,4 +1,4 @@
-"""Generation-quality metrics (SPEC §5) on data with known answers: hand-crafted features, feature Frechet
+"""Generation-quality metrics (docs/design.md §5) on data with known answers: hand-crafted features, feature Frechet
 distance, discriminative score, TSTR/TRTR macro-F1, reconstruction correlation and the bundled report."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Baselines trained with the same encoder, U-Net, data and budget as FlowFM (SPEC §4).
+"""Baselines trained with the same encoder, U-Net, data and budget as FlowFM (docs/design.md §4).
 
 ``DiffusionFM`` (method ``"diffusion"``)      the joint model as an epsilon-prediction DDPM; DDPM/DDIM samplers
 ``SSLWearables`` (method ``"ssl-wearables"``) SSL-Wearables multi-task self-supervision on the same encoder

@@ -1,4 +1,4 @@
-"""The diffusion joint model (SPEC §4): FlowFM's encoder, U-Net, normaliser, null vector, condition dropout,
+"""The diffusion joint model (docs/design.md §4): FlowFM's encoder, U-Net, normaliser, null vector, condition dropout,
 encoder view and stop-gradient flag, trained as an epsilon-prediction DDPM instead of a flow.
 
 Schedule (Ho et al. 2020), timesteps k = 0 .. T-1 (0-based; k = T-1 is the noisiest):

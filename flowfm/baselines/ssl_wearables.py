@@ -1,4 +1,4 @@
-"""SSL-Wearables multi-task self-supervision (SPEC §4) on FlowFM's encoder (method ``"ssl-wearables"``).
+"""SSL-Wearables multi-task self-supervision (docs/design.md §4) on FlowFM's encoder (method ``"ssl-wearables"``).
 
 The same ResNet-V2 encoder E as FlowFM (same code, same presets) with one binary head per pretext task on z:
 

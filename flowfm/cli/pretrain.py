@@ -143,15 +143,15 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-checkpoints", type=int, default=2,
                    help="epoch checkpoints kept on disk (0 = all, e.g. for probing quality over training time)")
     p.add_argument("--encoder-lr-scale", type=float, default=None,
-                   help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, which kept the HAPT "
-                        "probe highest so far, see README; 1 for ssl-wearables)")
+                   help="encoder learning rate = lr * this (default: 0.1 for flowfm/diffusion, the best HAPT "
+                        "linear probe of the rates tried, docs/results.md; 1 for ssl-wearables)")
     p.add_argument("--encoder-view", default=None, choices=list(ENCODER_VIEWS),
                    help="what the encoder sees (default: the config's, augment); the shift views re-cut each "
                         "window from its overlapping neighbours (windows in recording order, hop = L/2)")
     p.add_argument("--view-max-shift", type=int, default=None,
                    help="shift views: largest time shift in samples (default 150 = 5 s at 30 Hz)")
     p.add_argument("--p-uncond", type=float, default=None,
-                   help="condition dropout (default 0: it cost the HAPT encoder, see README; 0.1 trains a null "
+                   help="condition dropout (default 0: it cost the HAPT encoder, docs/results.md; 0.1 trains a null "
                         "vector with the network, for guidance)")
     p.add_argument("--null-fit-steps", type=int, default=100,
                    help="flowfm/diffusion with --p-uncond 0: Adam steps that fit the null vector after training, "
@@ -161,7 +161,7 @@ def add_parser(sub) -> None:
                         "of unconditional sampling (0 skips)")
     p.add_argument("--sigma-min", type=float, default=None, help="flowfm: minimum path noise (default 0)")
     p.add_argument("--t-sampling", default=None, choices=["uniform", "logit_normal"],
-                   help="flowfm: training-time distribution (default logit_normal, see README)")
+                   help="flowfm: training-time distribution (default logit_normal, docs/results.md)")
     p.add_argument("--logit-normal-mean", type=float, default=None,
                    help="flowfm, logit_normal: t = sigmoid(N(mean, 1)); default 1.0 favours the data end (t = 1), "
                         "where the generator needs z least")
@@ -170,10 +170,10 @@ def add_parser(sub) -> None:
                         "convention, makes the field oscillate in t faster than few-step solvers resolve)")
     p.add_argument("--z-norm", default=None, choices=list(Z_NORMS),
                    help="flowfm/diffusion: how the generator reads z: layer (default; LayerNorm without affine) or "
-                        "none (the plain projection; see README, Design variants)")
+                        "none (the plain projection; docs/results.md, Design variants)")
     p.add_argument("--z-rank", type=int, default=None,
                    help="flowfm/diffusion: the generator sees z through a rank-r linear bottleneck (default: full "
-                        "Linear(D, cond_dim); see README, Design variants)")
+                        "Linear(D, cond_dim); docs/results.md, Design variants)")
     p.add_argument("--stop-grad-encoder", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

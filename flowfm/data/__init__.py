@@ -1,4 +1,4 @@
-"""FlowFM data: windows in g, channels-first ``(N, C, L)``, 30 Hz, 10 s (SPEC §2).
+"""FlowFM data: windows in g, channels-first ``(N, C, L)``, 30 Hz, 10 s (docs/design.md §2).
 
 Modules:
     windows            WindowDataset, validate_windows, UNLABELLED

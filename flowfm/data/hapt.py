@@ -128,7 +128,7 @@ def _convert(recordings: dict[int, list[dict[str, np.ndarray]]], columns: tuple[
 def load_hapt(include_gyro: bool = False, cache: bool = True, *, fs_out: float = 30.0, window_s: float = 10.0,
               hop_s: float = 5.0, min_label_fraction: float = 0.8, source: Optional[os.PathLike] = None
               ) -> WindowDataset:
-    """UCI HAPT as 10 s windows at 30 Hz (SPEC §2 defaults).
+    """UCI HAPT as 10 s windows at 30 Hz (docs/design.md §2 defaults).
 
     Args:
         include_gyro: add gyro x/y/z as channels 3-5 (rad/s, kept as is; acc stays in g).

@@ -8,7 +8,7 @@ of folding back (aliasing) into the band. Output sample ``j`` sits at time ``j /
 
 Labels are resampled by nearest-sample mapping (:func:`resample_labels`), and :func:`make_windows` cuts
 ``(T, C)`` signals into ``(N, C, L)`` windows, labelling each by its majority label when that label covers at
-least ``min_label_fraction`` of the window (SPEC §2: 10 s windows, 5 s hop, 80 %).
+least ``min_label_fraction`` of the window (docs/design.md §2: 10 s windows, 5 s hop, 80 %).
 """
 from __future__ import annotations
 

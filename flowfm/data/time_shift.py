@@ -1,6 +1,7 @@
-"""Time-shifted cuts: the same recording re-cut a few seconds earlier or later (an encoder view, SPEC §3).
+"""Time-shifted cuts: the same recording re-cut a few seconds earlier or later (an encoder view, docs/design.md §3).
 
-The standard layout (SPEC §2) stores windows, not recordings, but its converters write the windows of a recording
+The standard layout (docs/design.md §2) stores windows, not recordings, but its converters write the windows of a
+recording
 in time order with a hop of ``hop`` samples (10 s windows, 5 s hop: ``hop = L / 2``). Window j *continues* window i
 when it starts ``hop`` samples later in the same recording; that is checked on the data itself, without metadata:
 
@@ -90,7 +91,7 @@ class TimeShiftedCuts:
 
     ``max_shift`` (samples) bounds |s|; s ~ U{-max_shift, ..., max_shift} per window, from a numpy generator the
     caller seeds (the trainer: from (seed, epoch, batch start), so the draws do not depend on the number of ranks
-    and a resumed run repeats them). ``hop`` defaults to L // 2 (SPEC §2: 10 s windows, 5 s hop).
+    and a resumed run repeats them). ``hop`` defaults to L // 2 (docs/design.md §2: 10 s windows, 5 s hop).
     """
 
     def __init__(self, x, max_shift: int, hop: Optional[int] = None, pid: Optional[np.ndarray] = None):
@@ -105,7 +106,7 @@ class TimeShiftedCuts:
             raise ValueError(
                 f"the time-shifted encoder view found no consecutive windows overlapping by L - hop = "
                 f"{length - self.hop} samples among {len(x)} windows; it needs windows cut from recordings in "
-                f"time order with hop {self.hop} (SPEC §2 layout), or choose --encoder-view augment / identical")
+                f"time order with hop {self.hop} (docs/design.md §2), or choose --encoder-view augment / identical")
 
     def draw(self, idx: np.ndarray, rng: np.random.Generator, rows: slice = slice(None),
              base: Optional[np.ndarray] = None) -> np.ndarray:

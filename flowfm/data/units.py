@@ -1,7 +1,7 @@
 """Acceleration units: conversion to g, and the check by magnitude that every reader applies.
 
-The library works in g (SPEC §2). Whatever a body-worn accelerometer does, gravity dominates its signal, so the
-median vector magnitude ``m = median_t |a(t)|`` (over the first three channels, x, y, z) of a recording or a set
+The library works in g (docs/design.md §2). Whatever a body-worn accelerometer does, gravity dominates its signal, so
+the median vector magnitude ``m = median_t |a(t)|`` (over the first three channels, x, y, z) of a recording or a set
 of windows is near 1 g (0.5-2 g for any
 activity). The same data in m/s^2 has ``m ~ 9.8``, in milli-g ``m ~ 1000``. The unit the data *look like* is the
 one nearest on a log scale,

@@ -1,7 +1,7 @@
 """What a model's windows are: sampling rate, length, hop, unit and channel order (stored in every checkpoint).
 
 A :class:`WindowSpec` travels in a checkpoint's ``config.json`` under ``"data"``; checkpoints written before it
-existed read as the library's convention (SPEC §2: 30 Hz, the config's window length, hop = L / 2, g, x/y/z).
+existed read as the library's convention (docs/design.md §2: 30 Hz, the config's window length, hop = L / 2, g, x/y/z).
 :func:`windows_at_rate` brings windows sampled at another rate to the model's rate (polyphase, anti-aliased,
 :func:`~flowfm.data.resample.resample_to`): data are never fed to a model at a rate it was not trained on.
 """

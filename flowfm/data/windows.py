@@ -1,6 +1,6 @@
 """The in-memory dataset of fixed-length sensor windows, and the one validator every reader reuses.
 
-Conventions (SPEC §2): a window is ``(C, L)`` float32, acceleration in g, channels-first; a dataset of N
+Conventions (docs/design.md §2): a window is ``(C, L)`` float32, acceleration in g, channels-first; a dataset of N
 windows is ``x: (N, C, L)``. Labels are ints or strings; the int label :data:`UNLABELLED` (-1) marks a window
 without a (valid) label. For string labels the empty string ``""`` plays that role.
 """
@@ -17,7 +17,7 @@ __all__ = ["UNLABELLED", "UNLABELLED_STR", "MIN_WINDOW_LENGTH", "WindowDataset",
 UNLABELLED: int = -1
 #: The same marker for string labels.
 UNLABELLED_STR: str = ""
-#: Shortest window length accepted anywhere (the U-Net downsamples; SPEC §3: any L >= 16 must work).
+#: Shortest window length accepted anywhere (the U-Net downsamples; docs/design.md §3: any L >= 16 must work).
 MIN_WINDOW_LENGTH: int = 16
 
 # Finite-checks walk the array in chunks of about this many bytes, so a big memmap is never loaded at once.

@@ -1,7 +1,7 @@
 """Subject-wise evaluation of representations and of generation quality.
 
-Representations (SPEC §5): ``evaluate_encoder`` runs the leak-free protocol (protocol.py) in mode linear / mlp /
-finetune / scratch over seeds, from folds (splits.py), validation subjects (validation.py), heads (heads.py) and
+Representations (docs/design.md §5): ``evaluate_encoder`` runs the leak-free protocol (protocol.py) in mode linear /
+mlp / finetune / scratch over seeds, from folds (splits.py), validation subjects (validation.py), heads (heads.py) and
 the early-stopping loop (fit.py); ``paired_differences`` (paired.py) and ``markdown_table`` / ``bar_plot``
 (report.py) compare reports; ``encoder_model`` (sources.py) loads a checkpoint of any method or a random init.
 """

@@ -1,4 +1,4 @@
-"""Generation quality (SPEC §5): feature Frechet distance, discriminative score, TSTR/TRTR macro-F1 and
+"""Generation quality (docs/design.md §5): feature Frechet distance, discriminative score, TSTR/TRTR macro-F1 and
 reconstruction correlation of generated accelerometer windows.
 
 All window inputs are (N, C, L) arrays in g; features are the fixed hand-crafted set of

@@ -1,4 +1,4 @@
-"""Fixed hand-crafted feature set of accelerometer windows, for generation-quality metrics (SPEC §5).
+"""Fixed hand-crafted feature set of accelerometer windows, for generation-quality metrics (docs/design.md §5).
 
 ``window_features(x)`` maps windows ``x`` (N, C, L) in g to ``(N, F)`` float64 features. The set is fixed and
 documented so that Frechet distances and classifier scores are comparable across models, NFE and runs; do not

@@ -1,4 +1,4 @@
-"""Generation quality as a function of NFE and sampling time (SPEC §5, §7): one function, one table, one plot.
+"""Generation quality as a function of NFE and sampling time (docs/design.md §5, §7): one function, a table, a plot.
 
     from flowfm.evaluation.generation_sweep import generation_sweep, write_sweep
     result = generation_sweep(["runs/flow/model", "runs/diff/model"], "hapt", n=256, seed=0)

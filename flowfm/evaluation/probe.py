@@ -1,4 +1,4 @@
-"""Linear probe: frozen features -> standardise -> logistic regression, evaluated subject-wise (SPEC §5).
+"""Linear probe: frozen features -> standardise -> logistic regression, evaluated subject-wise (docs/design.md §5).
 
 For each fold (train subjects / test subjects disjoint) and each draw of ``label_subjects`` training subjects
 (low-label regime), the classifier is fit on the chosen training windows only and predicts the fold's test windows.

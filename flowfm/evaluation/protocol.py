@@ -1,4 +1,4 @@
-"""The subject-wise evaluation protocol in every mode, over seeds (SPEC §5).
+"""The subject-wise evaluation protocol in every mode, over seeds (docs/design.md §5).
 
 Modes (``mode=``):
 

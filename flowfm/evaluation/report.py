@@ -3,7 +3,7 @@
 
 Input everywhere: ``{method_name: report}`` with reports from
 :func:`~flowfm.evaluation.protocol.evaluate_encoder`, and the names of the baseline rows (e.g. the random-init
-frozen encoder and the supervised-from-scratch row, SPEC §5) against which every other row gets a paired
+frozen encoder and the supervised-from-scratch row, docs/design.md §5) against which every other row gets a paired
 difference (:func:`~flowfm.evaluation.paired.paired_differences`; rows evaluated on another protocol get "-").
 """
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Which encoder to evaluate: a checkpoint folder of any method, or a random init of a preset's encoder."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Union
 
 import torch

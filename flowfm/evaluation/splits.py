@@ -1,4 +1,4 @@
-"""Leak-free subject-wise splits (SPEC §5).
+"""Leak-free subject-wise splits (docs/design.md §5).
 
 Every subject is tested exactly once: GroupKFold(k) over subject ids, or leave-one-subject-out. The low-label
 regime keeps, per fold, the windows of only ``k`` training subjects, drawn with a seeded generator so that every

@@ -1,5 +1,5 @@
 """Training time to quality: probe quality of the encoder at each epoch checkpoint of a pretraining run, against
-the wall time spent to get there, and the time a method needs to reach a baseline's final quality (SPEC §7).
+the wall time spent to get there, and the time a method needs to reach a baseline's final quality (docs/design.md §7).
 
 A run folder is what :func:`flowfm.training.pretrain` writes with ``keep_checkpoints=0``: ``checkpoints/epoch_XXXX/``
 for every epoch and ``history.json`` (per-epoch ``seconds``). The curve of a run is
@@ -84,7 +84,7 @@ def compare_time_to_quality(method_curve: Sequence[dict], baseline_curve: Sequen
                             key: str = "macro_f1") -> dict:
     """Time for the method and for the baseline to reach the baseline's FINAL quality (same seed and probe).
 
-    ``time_ratio`` = method seconds / baseline seconds (<= 0.5 meets SPEC §7's training target); None when the
+    ``time_ratio`` = method seconds / baseline seconds (<= 0.5 meets the target of docs/design.md §7); None when the
     method never reaches the target within its run.
     """
     if not method_curve or not baseline_curve:

@@ -1,6 +1,6 @@
 """Per-fold splits of the leak-free protocol: fit / validation / test subjects, and the check that enforces it.
 
-Rules (SPEC §5):
+Rules (docs/design.md §5):
 
 * the test subjects of a fold come from :func:`~flowfm.evaluation.splits.subject_folds`; the classifier's labelled
   subjects are the fold's training subjects, or ``k`` of them in the low-label regime

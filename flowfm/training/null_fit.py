@@ -1,7 +1,8 @@
 """Fit the null vector of a generator trained without condition dropout (``p_uncond = 0``), after pretraining.
 
-Condition dropout (SPEC §3) trains the null vector n alongside the network, at the price of the network learning
-to do without z on a fraction p of the rows; on HAPT that cost the encoder (README "Design variants"). With
+Condition dropout (docs/design.md §3) trains the null vector n alongside the network, at the price of the network
+learning
+to do without z on a fraction p of the rows; on HAPT that cost the encoder (docs/results.md "Design variants"). With
 p = 0 the network never sees n, so unconditional sampling and guidance have no null vector. This fit supplies one
 afterwards, with every network weight and buffer frozen (the encoder and its representations are untouched):
 

@@ -9,8 +9,8 @@ empirical distribution of the trained encoder over the training windows: after p
 computed in eval mode with the final weights and stored with the model (``model.z_bank``, saved in the
 checkpoint). ``fast_sample(model, n=...)`` then draws n rows of Z uniformly with replacement. Unlike the null
 vector this needs no condition dropout; on HAPT its unconditional samples were as close to the data as those of a
-dropout-trained null vector (equal feature Frechet distance, lower discriminative score; README "Condition dropout
-and unconditional sampling").
+dropout-trained null vector (equal feature Frechet distance, lower discriminative score;
+docs/results.md "Condition dropout and unconditional sampling").
 """
 from __future__ import annotations
 

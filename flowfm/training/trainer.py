@@ -1,7 +1,7 @@
 """The pretraining loop shared by FlowFM and the baselines: any model with ``loss(x, generator=...)``.
 
 AdamW (the encoder at ``encoder_lr_scale`` times the rate: at full rate the joint objective quickly turned the
-HAPT encoder into a worse linear-probe feature extractor than its random init, see README), warm-up + cosine
+HAPT encoder into a worse linear-probe feature extractor than its random init, docs/results.md), warm-up + cosine
 schedule, gradient clipping, optional weight EMA, a seeded ``torch.Generator`` for every
 random draw of the objective, a per-epoch data order derived from (seed, epoch), tqdm progress with loss and
 windows/s, and an atomic checkpoint folder per epoch. ``resume=True`` restores model, optimiser, scheduler, EMA,

@@ -1,12 +1,12 @@
-"""Converters from public datasets' original raw formats to the standard window folder (SPEC §2).
+"""Converters from public datasets' original raw formats to the standard window folder (docs/design.md §2).
 
 ``convert(name, raw_dir, out_dir)`` reads the raw files of one dataset, converts them to g, resamples to 30 Hz,
 cuts 10 s windows with a 5 s hop, labels a window by its majority label when that covers >= 80 % of it, and writes
 ``X.npy (N, 300, 3)``, ``Y.npy``, ``pid.npy`` and ``meta.json`` with :func:`~flowfm.data.folder.save_folder`
 (atomic: any error writes nothing). Command line: ``flowfm convert NAME RAW_DIR OUT_DIR`` (``--list``).
 
-Modules: :mod:`.labelled_recording` (the shared recording -> windows -> folder pipeline) and one module per dataset, each
-documenting its source, columns, units, rate, label map and exclusions: :mod:`.pamap2`, :mod:`.wisdm`,
+Modules: :mod:`.labelled_recording` (the shared recording -> windows -> folder pipeline) and one module per dataset,
+each documenting its source, columns, units, rate, label map and exclusions: :mod:`.pamap2`, :mod:`.wisdm`,
 :mod:`.opportunity`, :mod:`.realworld`, :mod:`.adl`, :mod:`.capture24`.
 """
 from __future__ import annotations

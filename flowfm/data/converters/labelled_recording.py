@@ -1,4 +1,4 @@
-"""A continuous accelerometer recording, and how it becomes standard windows (SPEC §2).
+"""A continuous accelerometer recording, and how it becomes standard windows (docs/design.md §2).
 
 Every converter reads its raw files into :class:`Recording` objects: one uninterrupted stretch of ``(T, 3)``
 acceleration **in g** at a nominal rate ``fs`` with ``(T,)`` per-sample int label codes (``0..K-1`` index the
