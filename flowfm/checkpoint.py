@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from flowfm.data.atomic import atomic_dir
 from flowfm.data.digest import sha256_file
 from flowfm.data.window_spec import WindowSpec
+from flowfm.methods import METHODS, model_class
 from flowfm.zoo import resolve_checkpoint
 
 FORMAT, VERSION = "flowfm-checkpoint", 1
@@ -106,18 +107,6 @@ def _hub():
     return huggingface_hub
 
 
-def _model_classes() -> dict:
-    from flowfm.model import FlowFM
-
-    classes = {"flowfm": FlowFM}
-    try:
-        from flowfm.baselines import MODEL_CLASSES
-        classes.update(MODEL_CLASSES)
-    except ImportError:
-        pass
-    return classes
-
-
 def model_method(model) -> str:
     return getattr(model, "method", "flowfm")
 
@@ -188,11 +177,10 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
     if actual != doc.get("weights_sha256"):
         raise CheckpointError(f"{path / WEIGHTS} does not match the checksum recorded in {CONFIG} "
                               f"(file was modified or truncated)")
-    classes = _model_classes()
     method = doc.get("method", "flowfm")
-    if method not in classes:
-        raise CheckpointError(f"checkpoint method {method!r} is unknown; known: {sorted(classes)}")
-    cls = classes[method]
+    if method not in METHODS:
+        raise CheckpointError(f"checkpoint method {method!r} is unknown; known: {sorted(METHODS)}")
+    cls = model_class(method)
     try:
         config = cls.config_type.from_dict(doc["config"])
     except (TypeError, ValueError) as exc:

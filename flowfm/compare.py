@@ -34,8 +34,9 @@ import numpy as np
 
 from flowfm.data.atomic import atomic_write_text
 from flowfm.environment import environment
+from flowfm.methods import METHODS
 
-PRETRAINED_METHODS = ("flowfm", "diffusion", "ssl-wearables")
+PRETRAINED_METHODS = METHODS
 
 
 @dataclass
@@ -74,6 +75,16 @@ class CompareConfig:
         check_readout(self.readout)   # before any pretraining, not hours later
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {self.split!r}")
+        if self.split == "design" and self.inductive:
+            raise ValueError("split 'design' pretrains on the design subjects and evaluates on them; inductive "
+                             "applies to split 'report' (or no split: per fold)")
+        from flowfm.training.pretrain_run import parse_pretrain_args
+
+        for name, words in self.variants.items():  # a typo in a variant fails now, not after the other runs
+            try:
+                parse_pretrain_args(["--out", "unused", *words])
+            except ValueError as exc:
+                raise ValueError(f"variant {name!r}: {exc}") from None
 
     @classmethod
     def quick_config(cls, **overrides) -> "CompareConfig":
@@ -89,10 +100,10 @@ def run_dir(cfg: CompareConfig, method: str, seed: int) -> Path:
 
 
 def _pretrain_args(cfg: CompareConfig, run: str, seed: int, data_arg: str) -> list[str]:
-    """``flowfm pretrain`` arguments of run ``run``: a method name, or a variant name whose extra arguments (from
+    """``flowfm pretrain`` options of run ``run``: a method name, or a variant name whose extra arguments (from
     ``cfg.variants``, e.g. ``["--method", "flowfm", "--t-sampling", "uniform"]``) come after the shared budget."""
     extra = list(cfg.variants[run]) if run in cfg.variants else ["--method", run]
-    return ["pretrain", "--data", data_arg, "--seed", str(seed), "--epochs", str(cfg.epochs),
+    return ["--data", data_arg, "--seed", str(seed), "--epochs", str(cfg.epochs),
             "--batch-size", str(cfg.batch_size), "--lr", str(cfg.lr), "--warmup-steps", str(cfg.warmup_steps),
             "--preset", cfg.preset, "--keep-checkpoints", "0", "--out", str(run_dir(cfg, run, seed)),
             "--no-progress", *extra]
@@ -102,7 +113,7 @@ def _pretrained(cfg: CompareConfig, run: str, seed: int, folder: Path, args: lis
                 optional: bool = False) -> Optional[Path]:
     """``folder/model`` of one pretraining run: reused when finished, resumed when interrupted, else trained.
     Under ``evaluate_only`` a missing run is an error, or None when ``optional``."""
-    from flowfm.cli import main as cli_main
+    from flowfm.training.pretrain_run import parse_pretrain_args, pretrain_run
 
     what = f"{run} seed {seed}" + (f" {folder.name}" if folder.name.startswith("fold_") else "")
     if (folder / "model" / "config.json").is_file():
@@ -114,10 +125,7 @@ def _pretrained(cfg: CompareConfig, run: str, seed: int, folder: Path, args: lis
         raise FileNotFoundError(f"evaluate-only: {folder / 'model'} is missing (pretrain it first)")
     resume = (folder / "checkpoints" / "latest").is_file()
     log(f"[compare] pretraining {what}{' (resuming)' if resume else ''}")
-    rc = cli_main(args + (["--resume"] if resume else []))
-    if rc != 0:
-        raise RuntimeError(f"pretraining {what} failed (exit code {rc})")
-    return folder / "model"
+    return pretrain_run(parse_pretrain_args(args + (["--resume"] if resume else []))).model_dir
 
 
 def pretrain_all(cfg: CompareConfig, data_arg: str, log=print,
@@ -127,9 +135,9 @@ def pretrain_all(cfg: CompareConfig, data_arg: str, log=print,
     Seed-major order (seed 0 of every run, then seed 1, ...), so an interrupted comparison holds complete, paired
     seeds. ``cfg.inductive``: without ``held_out_subjects`` (no ``cfg.split``), one run per fold,
     ``.../seed_<s>/fold_<f>/``, pretrained without the test subjects of fold f (``fold_test_subjects[f]``); the
-    entry of a seed is then the list of its per-fold model folders. With ``held_out_subjects`` (the evaluated
-    split's subjects), one run per seed pretrained without any of them, so no window of an evaluated subject reaches
-    pretraining. Under ``evaluate_only`` a *variant* may have fewer finished seeds than ``cfg.seeds`` (a design
+    entry of a seed is then the list of its per-fold model folders. With ``held_out_subjects`` (under ``cfg.split``:
+    the report subjects, for design work and for an inductive report run), one run per seed pretrained without any
+    of them. Under ``evaluate_only`` a *variant* may have fewer finished seeds than ``cfg.seeds`` (a design
     variant stopped early because it lost): it is evaluated on the seeds it has, paired with the other rows on
     those."""
     runs = (*cfg.methods, *cfg.variants)
@@ -139,7 +147,7 @@ def pretrain_all(cfg: CompareConfig, data_arg: str, log=print,
             folder = run_dir(cfg, method, seed)
             optional = method in cfg.variants
             args = _pretrain_args(cfg, method, seed, data_arg)
-            if cfg.inductive and held_out_subjects is not None:
+            if held_out_subjects is not None:
                 args += ["--exclude-subjects", ",".join(str(s) for s in held_out_subjects)]
             if not cfg.inductive or held_out_subjects is not None:
                 found = _pretrained(cfg, method, seed, folder, args, log, optional)
@@ -311,14 +319,17 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
         if not (out / "data_subset" / "X.npy").is_file():
             save_folder(ds, data_arg)
     labelled = ds.labelled()
-    held_out = None
+    held_out = excluded = None
     if cfg.split is not None:
         from flowfm.evaluation.subject_split import design_report_split, subject_mask
 
-        held_out = design_report_split(ds.pid)[cfg.split]
+        parts = design_report_split(ds.pid)
+        held_out = parts[cfg.split]
         labelled = labelled.subset(subject_mask(labelled.pid, split=cfg.split))
+        # design work never sees a report subject; a report run does not either when inductive
+        excluded = parts["report"] if cfg.split == "design" or cfg.inductive else None
     fold_subjects = [np.unique(labelled.pid[test]) for _, test in subject_folds(labelled.pid, cfg.folds)]
-    models = pretrain_all(cfg, data_arg, log, fold_subjects, held_out)
+    models = pretrain_all(cfg, data_arg, log, fold_subjects, excluded)
     results = evaluate_all(cfg, models, labelled, log=log)
     ttq = None
     if cfg.inductive and cfg.split is None and cfg.time_to_quality:
@@ -338,12 +349,15 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
                 f"{cfg.preset}; every method pretrained {cfg.epochs} epochs (batch {cfg.batch_size}, lr {cfg.lr}) "
                 + ("unless its variant says otherwise " if cfg.variants else "")
                 + f"for each of {cfg.seeds} seeds; evaluation seed s uses pretraining seed s; frozen-feature readout "
-                f"{cfg.readout}; pretraining "
+                f"{cfg.readout}; "
                 + (f"evaluated on the {cfg.split} subjects ({', '.join(str(s) for s in held_out)}) only; "
                    if cfg.split is not None else "")
-                + ("inductive: without any evaluated subject's window" if cfg.inductive and cfg.split is not None
-                   else "inductive: per fold, without that fold's test subjects" if cfg.inductive else
-                   "transductive: all windows, labels unused (test subjects' unlabelled windows included)")
+                + ("pretraining on the design subjects only (no report subject's window)" if cfg.split == "design"
+                   else "pretraining inductive: without any evaluated subject's window" if cfg.inductive and
+                   cfg.split is not None
+                   else "pretraining inductive: per fold, without that fold's test subjects" if cfg.inductive else
+                   "pretraining transductive: all windows, labels unused (test subjects' unlabelled windows "
+                   "included)")
                 + f"; {_machine()}."
                 + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only; its rows and "
                           "differences use those seeds." for m, f in models.items()

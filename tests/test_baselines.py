@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import flowfm
-from flowfm.baselines import (MODEL_CLASSES, DiffusionConfig, DiffusionFM, SSLWearables, SSLWearablesConfig,
+from flowfm.baselines import (DiffusionConfig, DiffusionFM, SSLWearables, SSLWearablesConfig,
                               build_model, ddim_timesteps)
 from flowfm.baselines import pretext as P
 from flowfm.checkpoint import load_model
@@ -340,7 +340,10 @@ def test_ssl_interface_and_save_load_round_trip(tmp_path):
 
 
 def test_build_model_and_registry():
-    assert MODEL_CLASSES == {"diffusion": DiffusionFM, "ssl-wearables": SSLWearables}
+    from flowfm.methods import METHODS, model_classes
+
+    assert model_classes() == {"flowfm": flowfm.FlowFM, "diffusion": DiffusionFM, "ssl-wearables": SSLWearables}
+    assert METHODS == ("flowfm", "diffusion", "ssl-wearables")
     for method, cls in [("flowfm", flowfm.FlowFM), ("diffusion", DiffusionFM), ("ssl-wearables", SSLWearables)]:
         model = build_model(method, {"preset": "tiny", "window": 32})
         assert type(model) is cls and model.method == method and isinstance(model.config, cls.config_type)

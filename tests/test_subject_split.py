@@ -105,3 +105,31 @@ def test_compare_rejects_an_unknown_split():
 
     with pytest.raises(ValueError, match="split must be one of design, report"):
         CompareConfig(split="holdout")
+
+
+@pytest.mark.parametrize("split, inductive, excluded", [("design", False, "3,6,9"), ("report", False, None)])
+def test_design_work_never_pretrains_on_report_subjects(nine_subjects, tmp_path, split, inductive, excluded):
+    from flowfm.compare import CompareConfig, run_compare
+
+    cfg = CompareConfig(data=str(nine_subjects), out=str(tmp_path / "cmp"), methods=("ssl-wearables",), seeds=1,
+                        epochs=1, batch_size=16, warmup_steps=2, preset="tiny", label_subjects=(None,), draws=1,
+                        folds=3, split=split, inductive=inductive, time_to_quality=False)
+    summary = run_compare(cfg, log=lambda *_: None)
+    record = json.loads((Path(cfg.out) / "pretrain" / "ssl-wearables" / "seed_0" / "data.json").read_text())
+    assert record["exclude_subjects"] == excluded   # a transductive report run pretrains on every window
+    evaluated = ["1", "2", "4", "5", "7", "8"] if split == "design" else ["3", "6", "9"]
+    assert summary["results"]["linear"]["all"]["SSL-Wearables"]["subjects"] == evaluated
+
+
+def test_design_split_is_not_inductive():
+    from flowfm.compare import CompareConfig
+
+    with pytest.raises(ValueError, match="design subjects"):
+        CompareConfig(split="design", inductive=True)
+
+
+def test_a_variant_with_a_bad_flag_fails_before_any_pretraining():
+    from flowfm.compare import CompareConfig
+
+    with pytest.raises(ValueError, match="variant 'typo'.*--t-sampel"):
+        CompareConfig(variants={"typo": ["--method", "flowfm", "--t-sampel", "uniform"]})

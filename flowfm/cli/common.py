@@ -6,11 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-
-UNIT_CHOICES = ("m/s2", "g", "mg")
-UNIT_HELP = ("unit of the data's acceleration: by default it must look like g by magnitude (median |a| ~ 1) and data "
-             "that look like m/s^2 or milli-g are refused; m/s2 / mg convert to g (divide by 9.80665 / 1000), g uses "
-             "the values as they are")
+from flowfm.data.units import UNIT_CHOICES, UNIT_HELP
 
 
 def add_unit(p: argparse.ArgumentParser) -> None:

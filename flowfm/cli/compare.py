@@ -75,10 +75,11 @@ def add_parser(sub) -> None:
                    help="an extra pretrained row: NAME='--method flowfm --t-sampling uniform' (repeatable)")
     p.add_argument("--split", default=None, choices=["design", "report"],
                    help="evaluate on one part of the fixed design / report subject split (every third subject in "
-                        "sorted order is a report subject; docs/design.md §5)")
+                        "sorted order is a report subject; docs/design.md §5); design runs pretrain on the design "
+                        "subjects only")
     p.add_argument("--inductive", action="store_true",
-                   help="pretraining never sees an evaluated subject: with --split, one model per seed pretrained "
-                        "on the other part's subjects; without, one model per fold and seed without that fold's "
+                   help="pretraining never sees an evaluated subject: with --split report, one model per seed "
+                        "pretrained on the design subjects; without --split, one model per fold and seed without that fold's "
                         "test subjects (costs --folds times the pretraining); use a fresh --out")
     p.add_argument("--evaluate-only", action="store_true",
                    help="never pretrain (error if a model is missing): lets several invocations with disjoint "

@@ -6,7 +6,7 @@ actipy parses the file (with Java for .cwa / .gt3x / .bin, which must be on ``PA
 (``lowpass_hz``, default 20 Hz), calibrates it to local gravity (van Hees et al. 2014, ``calibrate``), flags
 non-wear (stationary for at least ``nonwear_patience``, default actipy's 90 min) as NaN (``detect_nonwear``) and
 resamples it onto a uniform clock at the device's rate. The result becomes a
-:class:`~flowfm.data.read_recording.TimedRecording` in g with an absolute clock (epoch seconds, the device's
+:class:`~flowfm.data.timed_recording.TimedRecording` in g with an absolute clock (epoch seconds, the device's
 local time read as UTC): non-wear and recording gaps longer than ``max_gap_s`` split it into segments, so no window
 straddles a non-wear bout. actipy's quality report (``CalibOK``, ``CalibErrorAfter(mg)``, ``NonwearTime(days)``,
 ``ReadErrors``, ...) is kept in :attr:`TimedRecording.info`.
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+
+from .timed_recording import TimedRecording, recording_from_samples
 
 __all__ = ["DEVICE_SUFFIXES", "is_device_file", "read_device_file"]
 
@@ -53,7 +55,7 @@ def is_device_file(path: Union[str, Path]) -> bool:
 def read_device_file(path: Union[str, Path], *, subject: Optional[str] = None, calibrate: bool = True,
                      detect_nonwear: bool = True, nonwear_patience: Optional[str] = None,
                      lowpass_hz: Optional[float] = 20, max_gap_s: float = 1.0, verbose: bool = False):
-    """Read one device file into a :class:`~flowfm.data.read_recording.TimedRecording` (module docstring).
+    """Read one device file into a :class:`~flowfm.data.timed_recording.TimedRecording` (module docstring).
 
     Args:
         subject: the subject id (default: the file name without suffixes).
@@ -68,8 +70,6 @@ def read_device_file(path: Union[str, Path], *, subject: Optional[str] = None, c
         RuntimeError: no Java runtime on ``PATH`` (actipy's parsers need one).
         ValueError: actipy cannot parse the file, or it holds fewer than 2 valid samples.
     """
-    from .read_recording import TimedRecording, recording_from_samples
-
     path = Path(path)
     suffix = _device_suffix(path)
     if suffix is None:

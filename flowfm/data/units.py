@@ -24,9 +24,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["STANDARD_GRAVITY", "UNITS", "UNIT_NAMES", "UNIT_PER_G", "MAGNITUDE_RANGE_G", "CHECK_WINDOWS",
+__all__ = ["UNIT_CHOICES", "UNIT_HELP", "STANDARD_GRAVITY", "UNITS", "UNIT_NAMES", "UNIT_PER_G", "MAGNITUDE_RANGE_G", "CHECK_WINDOWS",
            "CHECK_ROWS", "UnitError", "canonical_unit", "looks_like", "median_magnitude", "check_unit",
            "sample_indices", "check_windows_unit", "to_g"]
+
+#: the --unit choices of every command, and their help text
+UNIT_CHOICES = ("m/s2", "g", "mg")
+UNIT_HELP = ("unit of the data's acceleration: by default it must look like g by magnitude (median |a| ~ 1) and data "
+             "that look like m/s^2 or milli-g are refused; m/s2 / mg convert to g (divide by 9.80665 / 1000), g uses "
+             "the values as they are")
 
 #: m/s^2 per g.
 STANDARD_GRAVITY = 9.80665
