@@ -127,3 +127,48 @@ def test_sigkill_during_the_checkpoint_write_leaves_only_a_hidden_temp_folder(da
     assert not list(ckpt_dir.glob(".epoch_*.tmp-*"))  # the resumed run removed the stale temp folder
     _assert_bitwise_equal(uninterrupted, out)
     _assert_checkpoints_complete(ckpt_dir, "epoch_0003")
+
+
+def _signal_at(point: str, sig: int, data: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Start training, wait until it is parked at ``point``, send ``sig`` (a catchable signal) and let it exit."""
+    flag = tmp_path / f"paused-{point.replace(':', '-')}"
+    proc = subprocess.Popen(_cmd(data, out), env=_env(FLOWFM_TEST_PAUSE=point, FLOWFM_TEST_PAUSE_FILE=str(flag)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.monotonic()
+    while not flag.exists():
+        if proc.poll() is not None:
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"training ended (rc {proc.returncode}) before {point}:\n{stdout}\n{stderr}")
+        assert time.monotonic() - t0 < 300, f"not parked at {point} within 300 s"
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_epoch_writes_a_resumable_checkpoint_and_resume_matches(data, uninterrupted, tmp_path, sig):
+    out = tmp_path / "run"
+    done = _signal_at("step:7", sig, data, out, tmp_path)  # arrives before step 7 = epoch 2, step 3 of 4
+    assert done.returncode == 128 + sig, done.stderr[-2000:]
+    message = done.stderr.strip().splitlines()[-1]
+    assert signal.Signals(sig).name in message and "after step 3 of epoch 2" in message and "--resume" in message
+    assert "Traceback" not in done.stderr
+    ckpt_dir = out / "checkpoints"
+    assert (ckpt_dir / "latest").read_text() == "interrupted_e0002_s000003"
+    state = read_state(ckpt_dir / "interrupted_e0002_s000003", "train_state")
+    assert int(state["epoch"]) == 0 and int(state["resume_step"]) == 3   # epoch 1 complete, 3 steps into epoch 2
+    assert (ckpt_dir / "epoch_0001").is_dir() and not (out / "model").exists()
+    _run(_cmd(data, out, "--resume"))
+    _assert_bitwise_equal(uninterrupted, out)
+    _assert_checkpoints_complete(ckpt_dir, "epoch_0003")
+    assert not list(ckpt_dir.glob("interrupted_*"))  # superseded by the next complete epoch
+
+
+def test_a_signal_on_the_last_step_of_an_epoch_keeps_the_epoch_checkpoint(data, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    done = _signal_at("step:8", signal.SIGTERM, data, out, tmp_path)  # step 8 ends epoch 2
+    assert done.returncode == 128 + signal.SIGTERM and "after epoch 2" in done.stderr
+    _assert_checkpoints_complete(out / "checkpoints", "epoch_0002")
+    _run(_cmd(data, out, "--resume"))
+    _assert_bitwise_equal(uninterrupted, out)

@@ -31,12 +31,18 @@ EXPECTED_ERRORS = (ValueError, OSError, ImportError, KeyError, AttributeError, R
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; expected errors (:data:`EXPECTED_ERRORS`: bad values, missing / existing files, a
     checkpoint that does not check, a missing optional package, a device that is not there) end in one line
-    ``error: ...`` and exit code 2, Ctrl-C in exit code 130; anything else is a bug and keeps its traceback."""
+    ``error: ...`` and exit code 2; Ctrl-C / SIGTERM during pretraining writes a resumable checkpoint and exits with
+    128 + the signal (130 / 143), elsewhere Ctrl-C exits with 130; anything else is a bug and keeps its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as given, for provenance records
+    from flowfm.training.interrupt import TrainingInterrupted
+
     try:
         return args.func(args)
+    except TrainingInterrupted as exc:  # a resumable checkpoint was written; the shell convention 128 + signal
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,7 +7,8 @@ Not for normal use: it does nothing unless ``$FLOWFM_TEST_PAUSE`` is set. ``FLOW
                     folder still the hidden temp folder that :func:`flowfm.data.atomic.atomic_dir` builds
 
 makes the loop create the file ``$FLOWFM_TEST_PAUSE_FILE`` (atomically, holding the pid; under torchrun every
-rank R creates ``$FLOWFM_TEST_PAUSE_FILE.rankR``) and then sleep until it is killed. The test waits for the
+rank R creates ``$FLOWFM_TEST_PAUSE_FILE.rankR``) and then sleep until it is killed (or, with the handlers of
+:mod:`flowfm.training.interrupt` installed, until SIGINT / SIGTERM). The test waits for the
 file(s) and kills the process(es): the kill lands at exactly that point however slow or loaded the machine is,
 unlike a timed kill. (torchrun starts each rank in its own session, so killing the launcher's process group
 does not reach the ranks: kill them by the pids in their files.)
@@ -28,5 +29,17 @@ def pause_point(point: str) -> None:
 
         rank = os.environ.get("RANK")
         atomic_write_text(flag if rank is None else f"{flag}.rank{rank}", str(os.getpid()))
-    while True:
-        time.sleep(1.0)
+    global _released
+    _released = False
+    while not _released:
+        time.sleep(0.1)
+
+
+_released = False
+
+
+def release() -> None:
+    """End a parked :func:`pause_point` (the SIGINT / SIGTERM handler of :mod:`flowfm.training.interrupt` calls
+    it, so a signal sent to a parked run is handled as it would be mid-run)."""
+    global _released
+    _released = True

@@ -6,7 +6,9 @@ schedule, gradient clipping, optional weight EMA, a seeded ``torch.Generator`` f
 random draw of the objective, a per-epoch data order derived from (seed, epoch), tqdm progress with loss and
 windows/s, and an atomic checkpoint folder per epoch. ``resume=True`` restores model, optimiser, scheduler, EMA,
 generator and epoch, so a resumed run ends with the same weights as an uninterrupted one. A NaN/inf loss stops the
-run with :class:`TrainingDivergedError`; the last good checkpoint stays untouched.
+run with :class:`TrainingDivergedError`; the last good checkpoint stays untouched. SIGINT / SIGTERM finish the step,
+write a resumable mid-epoch checkpoint and raise :class:`~flowfm.training.interrupt.TrainingInterrupted`
+(:mod:`flowfm.training.interrupt`).
 
 Data-parallel: when a process group of N > 1 ranks is initialised (``torchrun``, see
 :mod:`flowfm.training.distributed`), each rank trains on its rows of every global batch of ``batch_size``, with the
@@ -40,6 +42,7 @@ from flowfm.profiling import nvtx_range
 from flowfm.rng import ShardedGenerator
 from flowfm.training import distributed
 from flowfm.training.crash_hook import pause_point
+from flowfm.training.interrupt import TrainingInterrupted, stop_requests
 from flowfm.training.null_fit import fit_null_if_needed
 from flowfm.training.representation_bank import DEFAULT_BANK_SIZE, fill_representation_bank
 from flowfm.training.schedule import warmup_cosine
@@ -88,12 +91,13 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _batches(x, order: np.ndarray, batch_size: int, device, ctx: distributed.DistContext,
-             shifts: Optional[TimeShiftedCuts] = None, seed: int = 0, epoch: int = 0):
+             shifts: Optional[TimeShiftedCuts] = None, seed: int = 0, epoch: int = 0, first: int = 0):
     """Yield (windows, shifted, lo, hi, total): this rank's rows [lo, hi) of each global batch of ``total``
     windows (all rows in a single process), read as x[sorted global indices[lo:hi]]; ``shifted`` their time-shifted
-    cuts when ``shifts`` is given (drawn for the whole global batch from (seed, epoch, batch start)), else None."""
+    cuts when ``shifts`` is given (drawn for the whole global batch from (seed, epoch, batch start)), else None.
+    ``first`` batches are skipped (a run resumed mid-epoch)."""
     usable = len(order) - len(order) % batch_size if len(order) >= batch_size else len(order)
-    for start in range(0, usable, batch_size):
+    for start in range(first * batch_size, usable, batch_size):
         idx = np.sort(order[start:start + batch_size])  # sorted reads are sequential on a memmap
         lo, hi = distributed.shard_rows(len(idx), ctx.rank, ctx.world_size) if ctx.active else (0, len(idx))
         rows = np.ascontiguousarray(x[idx[lo:hi]], dtype=np.float32)
@@ -153,7 +157,7 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     shifts = _time_shifted_cuts(model, x)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, skip, partial = 0, 0, (0.0, 0, 0.0)
 
     latest = _latest_checkpoint(ckpt_dir) if resume else None
     if resume and latest is None:
@@ -169,19 +173,25 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
             ema.load_state_dict(state["ema"])
         generator.set_state(state["generator"])
         history, start_epoch = json.loads(state["history"]), int(state["epoch"]) + 1
+        if "resume_step" in state:  # written on SIGINT / SIGTERM mid-epoch
+            skip = int(state["resume_step"])
+            partial = (float(state["epoch_total"]), int(state["epoch_count"]), float(state["epoch_seconds"]))
         distributed.barrier(ctx)  # every rank has read the checkpoint before rank 0 may write the next one
         if ctx.is_main:
             _remove_stale_temp_folders(ckpt_dir)
 
     show = progress and ctx.is_main
-    with distributed.global_batchnorm(model) if ctx.active else contextlib.nullcontext():
+    with (distributed.global_batchnorm(model) if ctx.active else contextlib.nullcontext(),
+          stop_requests(enabled=not ctx.active) as stop):
         for epoch in range(start_epoch, config.epochs):
-            t0, total, count = time.perf_counter(), 0.0, 0
+            total, count = partial[:2] if epoch == start_epoch else (0.0, 0)
+            t0 = time.perf_counter() - (partial[2] if epoch == start_epoch else 0.0)
+            first = skip if epoch == start_epoch else 0
             bar = tqdm(_batches(x, epoch_order(n, config.seed, epoch), config.batch_size, device, ctx, shifts,
-                                config.seed, epoch),
-                       total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
-                       leave=False)
-            for step, (batch, shifted, lo, hi, rows) in enumerate(bar):
+                                config.seed, epoch, first),
+                       total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       disable=not show, leave=False)
+            for step, (batch, shifted, lo, hi, rows) in enumerate(bar, start=first):
                 pause_point(f"step:{epoch * steps_per_epoch + step + 1}")
                 if ctx.active:
                     loss = _distributed_backward(model, optimizer, batch, ShardedGenerator(generator, lo, hi, rows),
@@ -203,6 +213,13 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
                 total, count = total + loss.item() * rows, count + rows
                 bar.set_postfix(loss=f"{total / count:.4f}",
                                 win_s=f"{count / (time.perf_counter() - t0):.0f}")
+                if stop.requested and step + 1 < steps_per_epoch:
+                    bar.close()
+                    where = _save_interrupted(ckpt_dir, epoch, step + 1, (total, count, time.perf_counter() - t0),
+                                              model, optimizer, scheduler, ema, generator, history, config)
+                    raise TrainingInterrupted(
+                        f"stopped by {stop.name} after step {step + 1} of epoch {epoch + 1}; resumable checkpoint "
+                        f"{where}; continue with the same command and --resume", stop.signum)
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": seconds,
                       "windows_per_s": count / seconds, "lr": scheduler.get_last_lr()[0]}
@@ -215,6 +232,11 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
                            f"{record['windows_per_s']:.0f} windows/s")
             if on_epoch_end is not None and ctx.is_main:
                 on_epoch_end(epoch, record)
+            if stop.requested and epoch + 1 < config.epochs:  # the epoch's checkpoint is the resumable one
+                raise TrainingInterrupted(
+                    f"stopped by {stop.name} after epoch {epoch + 1}; resumable checkpoint "
+                    f"{ckpt_dir / _checkpoint_name(epoch)}; continue with the same command and --resume",
+                    stop.signum)
 
     if ctx.is_main:
         final = ema.module if ema is not None else model
@@ -277,18 +299,43 @@ def _remove_stale_temp_folders(ckpt_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
-    name = f"epoch_{epoch + 1:04d}"
+def _checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch + 1:04d}"
+
+
+def _train_state(epoch, optimizer, scheduler, ema, generator, history, config) -> dict:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": generator.get_state(), "epoch": epoch, "history": json.dumps(history),
              "train_config": dataclasses.asdict(config)}
     if ema is not None:
         state["ema"] = ema.state_dict()
+    return state
+
+
+def _save_interrupted(ckpt_dir: Path, epoch: int, steps_done: int, running: tuple, model, optimizer, scheduler,
+                      ema, generator, history, config) -> Path:
+    """``interrupted_eEEEE_sSSSSS``: the state after ``steps_done`` steps of epoch ``epoch`` (0-based), with the
+    epoch's running (loss total, windows, seconds); ``latest`` names it. Removed by the next epoch checkpoint."""
+    name = f"interrupted_e{epoch + 1:04d}_s{steps_done:06d}"
+    state = _train_state(epoch - 1, optimizer, scheduler, ema, generator, history, config)
+    state.update(resume_step=steps_done, epoch_total=running[0], epoch_count=running[1], epoch_seconds=running[2])
+    with atomic_dir(ckpt_dir / name) as tmp:
+        write_model_files(model, Path(tmp), {"epoch": epoch, "steps_into_next_epoch": steps_done})
+        write_state(tmp, "train_state", state)
+    atomic_write_text(ckpt_dir / "latest", name)
+    return ckpt_dir / name
+
+
+def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
+    name = _checkpoint_name(epoch)
+    state = _train_state(epoch, optimizer, scheduler, ema, generator, history, config)
     with atomic_dir(ckpt_dir / name) as tmp:
         write_model_files(model, Path(tmp), {"epoch": epoch + 1})
         pause_point(f"checkpoint:{epoch + 1}")
         write_state(tmp, "train_state", state)
     atomic_write_text(ckpt_dir / "latest", name)
+    for old in ckpt_dir.glob("interrupted_e*"):  # superseded by this complete epoch
+        shutil.rmtree(old, ignore_errors=True)
     complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir())
     if config.keep_checkpoints > 0:  # 0 keeps every epoch
         for old in complete[:-config.keep_checkpoints]:
