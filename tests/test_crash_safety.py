@@ -57,22 +57,28 @@ def _run(cmd):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def _kill_at(point: str, data: Path, out: Path, tmp_path: Path) -> None:
-    """Start training, wait until it is parked at ``point``, SIGKILL it."""
+def _park_at(point: str, data: Path, out: Path, tmp_path: Path) -> subprocess.Popen:
+    """Start training and return once it is parked at ``point``."""
     flag = tmp_path / f"paused-{point.replace(':', '-')}"
     proc = subprocess.Popen(_cmd(data, out), env=_env(FLOWFM_TEST_PAUSE=point, FLOWFM_TEST_PAUSE_FILE=str(flag)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        t0 = time.monotonic()
-        while not flag.exists():
-            if proc.poll() is not None:
-                stdout, stderr = proc.communicate()
-                raise AssertionError(f"training ended (rc {proc.returncode}) before {point}:\n{stdout}\n{stderr}")
-            assert time.monotonic() - t0 < 300, f"not parked at {point} within 300 s"
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    t0 = time.monotonic()
+    while not flag.exists():
+        if proc.poll() is not None:
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"training ended (rc {proc.returncode}) before {point}:\n{stdout}\n{stderr}")
+        if time.monotonic() - t0 > 300:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"not parked at {point} within 300 s")
+        time.sleep(0.1)
+    return proc
+
+
+def _kill_at(point: str, data: Path, out: Path, tmp_path: Path) -> None:
+    """Start training, wait until it is parked at ``point``, SIGKILL it."""
+    proc = _park_at(point, data, out, tmp_path)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -131,16 +137,7 @@ def test_sigkill_during_the_checkpoint_write_leaves_only_a_hidden_temp_folder(da
 
 def _signal_at(point: str, sig: int, data: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """Start training, wait until it is parked at ``point``, send ``sig`` (a catchable signal) and let it exit."""
-    flag = tmp_path / f"paused-{point.replace(':', '-')}"
-    proc = subprocess.Popen(_cmd(data, out), env=_env(FLOWFM_TEST_PAUSE=point, FLOWFM_TEST_PAUSE_FILE=str(flag)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    t0 = time.monotonic()
-    while not flag.exists():
-        if proc.poll() is not None:
-            stdout, stderr = proc.communicate()
-            raise AssertionError(f"training ended (rc {proc.returncode}) before {point}:\n{stdout}\n{stderr}")
-        assert time.monotonic() - t0 < 300, f"not parked at {point} within 300 s"
-        time.sleep(0.1)
+    proc = _park_at(point, data, out, tmp_path)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
