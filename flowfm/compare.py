@@ -8,9 +8,9 @@
    subjects' unlabelled windows included, as in the usual SSL benchmark setting); ``inductive=True``
    (``--inductive``) pretrains one model per fold and seed without that fold's test subjects
    (``OUT/pretrain/<method>/seed_<s>/fold_<f>/``), so no window of a test subject reaches any training.
-   ``split="report"`` (``--split``) evaluates on the report subjects of the fixed design / report split only
-   (:mod:`flowfm.evaluation.subject_split`); with ``inductive`` each seed's model is then pretrained once, on the
-   other part's subjects, so pretraining never sees a window of any evaluated subject.
+   ``split`` (``--split design|report``) evaluates on one part of the fixed design / report subject split only
+   (:mod:`flowfm.evaluation.subject_split`). Design runs pretrain without the report subjects; report runs with
+   ``inductive`` pretrain each seed's model once without them, so no window of an evaluated subject reaches it.
 2. **Evaluate** each pretrained encoder and the baselines that need no pretraining (``random``: the same encoder at
    random init, frozen; ``scratch``: the same encoder trained from random init, in fine-tuning mode) with the
    subject-wise protocol (:mod:`flowfm.evaluation.protocol`) in every requested mode and label regime. Seed s of
@@ -36,8 +36,6 @@ from flowfm.data.atomic import atomic_write_text
 from flowfm.environment import environment
 from flowfm.methods import METHODS
 
-PRETRAINED_METHODS = METHODS
-
 
 @dataclass
 class CompareConfig:
@@ -45,7 +43,7 @@ class CompareConfig:
     ``readout``: frozen features of modes linear / mlp, ``"z"`` or ``"stages"`` (:mod:`flowfm.evaluation.features`)."""
     data: str = "hapt"
     out: str = "runs/compare"
-    methods: tuple = PRETRAINED_METHODS
+    methods: tuple = METHODS
     seeds: int = 5
     epochs: int = 12
     batch_size: int = 64
@@ -352,12 +350,7 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
                 f"{cfg.readout}; "
                 + (f"evaluated on the {cfg.split} subjects ({', '.join(str(s) for s in held_out)}) only; "
                    if cfg.split is not None else "")
-                + ("pretraining on the design subjects only (no report subject's window)" if cfg.split == "design"
-                   else "pretraining inductive: without any evaluated subject's window" if cfg.inductive and
-                   cfg.split is not None
-                   else "pretraining inductive: per fold, without that fold's test subjects" if cfg.inductive else
-                   "pretraining transductive: all windows, labels unused (test subjects' unlabelled windows "
-                   "included)")
+                + _pretraining_scope(cfg)
                 + f"; {_machine()}."
                 + "".join(f" {ROW_NAMES.get(m, m)} was pretrained for seeds {sorted(f)} only; its rows and "
                           "differences use those seeds." for m, f in models.items()
@@ -382,6 +375,16 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
     write_json(out / f"{stem}.json", summary)
     log(markdown)
     return summary
+
+
+def _pretraining_scope(cfg: CompareConfig) -> str:
+    """Which windows pretraining saw, in the words of compare.md."""
+    if cfg.split == "design":
+        return "pretraining on the design subjects only (no report subject's window)"
+    if cfg.inductive:
+        return ("pretraining inductive: without any evaluated subject's window" if cfg.split is not None else
+                "pretraining inductive: per fold, without that fold's test subjects")
+    return "pretraining transductive: all windows, labels unused (test subjects' unlabelled windows included)"
 
 
 def time_to_quality_markdown(ttq: dict) -> str:

@@ -319,21 +319,24 @@ def _save_interrupted(ckpt_dir: Path, epoch: int, steps_done: int, running: tupl
     name = f"interrupted_e{epoch + 1:04d}_s{steps_done:06d}"
     state = _train_state(epoch - 1, optimizer, scheduler, ema, generator, history, config)
     state.update(resume_step=steps_done, epoch_total=running[0], epoch_count=running[1], epoch_seconds=running[2])
-    with atomic_dir(ckpt_dir / name) as tmp:
-        write_model_files(model, Path(tmp), {"epoch": epoch, "steps_into_next_epoch": steps_done})
-        write_state(tmp, "train_state", state)
-    atomic_write_text(ckpt_dir / "latest", name)
+    _write_checkpoint(ckpt_dir, name, model, state, {"epoch": epoch, "steps_into_next_epoch": steps_done})
     return ckpt_dir / name
 
 
-def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
-    name = _checkpoint_name(epoch)
-    state = _train_state(epoch, optimizer, scheduler, ema, generator, history, config)
+def _write_checkpoint(ckpt_dir: Path, name: str, model, state: dict, metadata: dict, pause: str = "") -> None:
+    """The folder ``ckpt_dir/name`` (model files + train state), built hidden and renamed, then ``latest``."""
     with atomic_dir(ckpt_dir / name) as tmp:
-        write_model_files(model, Path(tmp), {"epoch": epoch + 1})
-        pause_point(f"checkpoint:{epoch + 1}")
+        write_model_files(model, Path(tmp), metadata)
+        if pause:
+            pause_point(pause)
         write_state(tmp, "train_state", state)
     atomic_write_text(ckpt_dir / "latest", name)
+
+
+def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
+    state = _train_state(epoch, optimizer, scheduler, ema, generator, history, config)
+    _write_checkpoint(ckpt_dir, _checkpoint_name(epoch), model, state, {"epoch": epoch + 1},
+                      pause=f"checkpoint:{epoch + 1}")
     for old in ckpt_dir.glob("interrupted_e*"):  # superseded by this complete epoch
         shutil.rmtree(old, ignore_errors=True)
     complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir())
