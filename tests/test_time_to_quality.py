@@ -70,3 +70,37 @@ def test_quality_curve_probes_every_epoch_with_cumulative_seconds(tmp_path):
 def test_a_run_without_checkpoints_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="flowfm pretrain"):
         epoch_checkpoints(tmp_path)
+
+
+def test_bench_epoch_curve_probes_each_seed_with_its_own_evaluation_seed(tmp_path):
+    import numpy as np
+
+    from bench.epoch_curve import epoch_curve, markdown
+    from flowfm.checkpoint import load_model
+    from flowfm.cli import main
+    from flowfm.data import WindowDataset, save_folder
+    from flowfm.evaluation.features import encode_windows
+    from flowfm.evaluation.probe import linear_probe
+
+    rng = np.random.default_rng(0)
+    n, t = 48, np.arange(48) / 30.0
+    y = np.tile([0, 1], n // 2)
+    x = (np.sin(2 * np.pi * np.where(y == 0, 1.0, 3.0)[:, None, None] * t) * 0.3 + np.array([0, 0, 1.0])[None, :, None]
+         + 0.05 * rng.standard_normal((n, 3, 48))).astype(np.float32)
+    pid = np.repeat(np.arange(4), n // 4)
+    save_folder(WindowDataset(x=x, pid=pid, y=y), tmp_path / "data")
+    for seed in (0, 1):
+        assert main(["pretrain", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs" / f"seed_{seed}"),
+                     "--preset", "tiny", "--epochs", "2", "--batch-size", "8", "--keep-checkpoints", "0",
+                     "--seed", str(seed), "--no-progress", "--null-fit-steps", "0", "--z-bank-size", "0"]) == 0
+    result = epoch_curve(tmp_path / "runs", x, y, pid, [1, 2], [None, 1], draws=2, folds=2)
+    assert result["seeds"] == [0, 1] and set(result["macro_f1"]) == {"all", "k1"}
+    for regime, k in (("all", None), ("k1", 1)):
+        for epoch in (1, 2):
+            expected = [linear_probe(encode_windows(load_model(tmp_path / "runs" / f"seed_{s}" / "checkpoints" /
+                                                               f"epoch_{epoch:04d}"), x), y, pid, n_folds=2,
+                                     label_subjects=k, draws=1 if k is None else 2, seed=s)["macro_f1"]["mean"]
+                        for s in (0, 1)]
+            assert result["macro_f1"][regime][str(epoch)] == expected
+    table = markdown(result)
+    assert table.count("\n| ") == 3 and "| 2 |" in table
