@@ -294,7 +294,7 @@ def update_readme(readme: Path, block: str) -> bool:
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="bench/results")
+    parser.add_argument("--results", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--out", default=None, help="default: <results>/README.md")
     parser.add_argument("--doc", "--readme", dest="readme", default=None,
                         help="also rewrite the block between the bench markers of this document (docs/results.md)")

@@ -180,7 +180,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--ffd-heun", default="1,2,4,8,16,32")
     p.add_argument("--ffd-ref-steps", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--skip-order", action="store_true")
     p.add_argument("--name", default="solver_order_cpu", help="stem of the order result file")
     p.add_argument("--ffd-name", default="solver_order_ffd_hapt_cpu", help="stem of the FFD result file")

@@ -305,7 +305,8 @@ def summary_md(report: dict, title: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=os.path.join("bench", "results", "triton_offline_sm90.json"))
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                 "triton_offline_sm90.json"))
     p.add_argument("--quick", action="store_true", help="two shapes only")
     p.add_argument("--label", default="this tree")
     p.add_argument("--compare", default=None, help="an earlier JSON of this tool: write both summaries")

@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", action="append", required=True, help="NAME=FOLDER (FOLDER/seed_<s>/model)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--out", default="bench/results/unconditional_hapt")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "unconditional_hapt"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     families = dict(spec.split("=", 1) for spec in args.runs)

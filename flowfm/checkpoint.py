@@ -137,13 +137,38 @@ def write_model_files(model, folder: Path, metadata: Optional[dict] = None) -> N
         "weights_sha256": sha256_file(folder / WEIGHTS), "metadata": metadata or {},
         "data": model_data_spec(model).to_dict(),
     }
+    doc["config_sha256"] = config_digest(doc)
     (folder / CONFIG).write_text(json.dumps(doc, indent=2))
 
 
+def config_digest(doc: dict) -> str:
+    """SHA-256 over everything in config.json but this digest (canonical JSON: sorted keys, no spaces), so an edit of
+    the method, the config, the normaliser, the data spec or the metadata is caught like an edit of the weights."""
+    import hashlib
+
+    body = {k: v for k, v in doc.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stored_tensor_elements(path: Path) -> int:
+    """The number of elements the safetensors file ``path`` holds, from its header (no tensor is read)."""
+    import math
+    import struct
+
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        if not 2 <= size <= 100 * 2**20:
+            raise CheckpointError(f"{path} has no valid safetensors header (header size {size})")
+        header = json.loads(f.read(size))
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
 def save_model(model, path, metadata: Optional[dict] = None) -> Path:
-    """Write ``model`` to the folder ``path`` atomically (a crash leaves the old folder or none, never half)."""
+    """Write ``model`` to the folder ``path`` atomically (a crash leaves the old folder or none, never half). An
+    existing model folder is replaced; a folder holding anything else (a run folder, the user's files) is refused
+    with FileExistsError, never deleted."""
     path = Path(path)
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, replaces=(WEIGHTS, CONFIG)) as tmp:
         write_model_files(model, Path(tmp), metadata)
     return path
 
@@ -177,6 +202,9 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
     if actual != doc.get("weights_sha256"):
         raise CheckpointError(f"{path / WEIGHTS} does not match the checksum recorded in {CONFIG} "
                               f"(file was modified or truncated)")
+    if "config_sha256" in doc and doc["config_sha256"] != config_digest(doc):  # files before it carry none
+        raise CheckpointError(f"{path / CONFIG} does not match its recorded checksum (config_sha256): it was "
+                              "edited after it was written")
     method = doc.get("method", "flowfm")
     if method not in METHODS:
         raise CheckpointError(f"checkpoint method {method!r} is unknown; known: {sorted(METHODS)}")
@@ -185,6 +213,12 @@ def load_model(path, map_location="cpu", backend: Optional[str] = None):
         config = cls.config_type.from_dict(doc["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / CONFIG} holds an invalid config: {exc}") from None
+    if hasattr(config, "approx_parameters"):
+        described, stored = config.approx_parameters(), stored_tensor_elements(path / WEIGHTS)
+        if described > 4 * stored + 1_000_000:
+            raise CheckpointError(f"{path / CONFIG} describes a model of about {described:,} parameters but "
+                                  f"{path / WEIGHTS} holds {stored:,} values: the config does not belong to these "
+                                  "weights")
     model = cls(config, backend=backend)
     try:
         state = load_file(str(path / WEIGHTS), device=str(map_location))

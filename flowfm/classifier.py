@@ -119,9 +119,10 @@ class ActivityClassifier(nn.Module):
         return np.asarray(self.label_names)[self.predict_proba(x, batch_size).argmax(axis=1)]
 
     def save(self, path: Union[str, Path]) -> Path:
-        """Write the classifier folder atomically (weights + JSON, one SHA-256 over both)."""
+        """Write the classifier folder atomically (weights + JSON, one SHA-256 over both); an existing classifier
+        folder is replaced, a folder holding anything else refused (FileExistsError)."""
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, replaces=(WEIGHTS, CONFIG)) as tmp:
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS))
             doc = {"format": FORMAT, "version": VERSION, "mode": self.mode, "label_names": self.label_names,
@@ -188,7 +189,8 @@ def train_classifier(model, x: np.ndarray, y: np.ndarray, pid: np.ndarray, mode:
     x, y, pid = np.asarray(x, dtype=np.float32)[keep], y[keep].astype(str), np.asarray(pid)[keep].astype(str)
     names, y_int = np.unique(y, return_inverse=True)
     if len(names) < 2:
-        raise ValueError(f"a classifier needs at least 2 classes among the labelled windows, got {list(names)}")
+        raise ValueError(f"a classifier needs at least 2 classes among the labelled windows, got {len(names)} "
+                         f"({', '.join(map(str, names)) or 'none'})")
     encoder = copy.deepcopy(model.encoder).to(device).float()
     val_subj = _validation_subjects(pid, val_fraction, seed)
     val = np.isin(pid, val_subj)

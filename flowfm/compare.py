@@ -71,6 +71,10 @@ class CompareConfig:
         from flowfm.evaluation.subject_split import SPLITS
 
         check_readout(self.readout)   # before any pretraining, not hours later
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods {', '.join(unknown) or '(none)'} unknown; expected a comma list of "
+                             f"{', '.join(METHODS)}")
         if self.split is not None and self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {self.split!r}")
         if self.split == "design" and self.inductive:
@@ -296,8 +300,66 @@ def verdict_table(results: dict, method: str = "FlowFM") -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_compare(cfg: CompareConfig, log=print) -> dict:
-    """Pretrain, evaluate, time-to-quality, then write compare.json / compare.md / plots under ``cfg.out``."""
+#: what a comparison writes into its OUT (and --overwrite removes; other files are left)
+COMPARE_OUTPUTS = ("pretrain", "eval", "data_subset", "compare*.json", "compare*.md", "compare*.png",
+                   "time_to_quality.json", "compare_config.json")
+
+#: CompareConfig fields that define the models and cached reports in OUT: a resumed comparison must keep them
+#: (seeds, methods, new variants, modes, label regimes and the readout may change: they add rows)
+FIXED_ON_RESUME = ("data", "epochs", "batch_size", "lr", "warmup_steps", "preset", "draws", "folds",
+                   "finetune_draws", "max_windows", "quick", "inductive", "split")
+#: of those, the ones only pretraining reads: ``evaluate_only`` takes them from the stored settings
+PRETRAINING_ONLY = ("epochs", "batch_size", "lr", "warmup_steps", "quick")
+
+
+def check_resumable(cfg: CompareConfig, out: Path, log=print) -> CompareConfig:
+    """``cfg`` if the comparison in ``out`` may continue with it (under ``evaluate_only`` with the pretraining
+    settings it was made with); ValueError for settings that would mix its models or cached reports with other
+    ones. A new comparison's settings are recorded in ``OUT/compare_config.json``."""
+    from dataclasses import replace
+
+    path = out / "compare_config.json"
+    current = json.loads(json.dumps(asdict(cfg), default=str))
+    if not path.is_file():
+        write_json(path, current)
+        return cfg
+    stored = json.loads(path.read_text())
+    if cfg.evaluate_only:
+        adopted = {k: stored[k] for k in PRETRAINING_ONLY if k in stored and stored[k] != current[k]}
+        if adopted:
+            log(f"[compare] evaluate-only: the models in {out} were pretrained with "
+                + ", ".join(f"{k} {v}" for k, v in adopted.items()))
+            cfg = replace(cfg, **adopted)
+            current.update(adopted)
+    changed = [f"{k} {stored.get(k)!r} -> {current[k]!r}" for k in FIXED_ON_RESUME if stored.get(k) != current[k]]
+    changed += [f"variant {name!r} {stored['variants'][name]} -> {words}" for name, words in current["variants"].items()
+                if name in stored.get("variants", {}) and stored["variants"][name] != words]
+    if changed:
+        raise ValueError(f"{out} holds a comparison made with other settings ({'; '.join(changed)}); its models "
+                         f"and reports would be mixed with new ones: give the stored settings, another --out, or "
+                         f"--overwrite")
+    merged = dict(stored, methods=sorted(set(stored.get("methods", [])) | set(current["methods"])),
+                  variants={**stored.get("variants", {}), **current["variants"]},
+                  seeds=max(stored.get("seeds", 0), current["seeds"]))
+    if merged != stored:
+        write_json(path, merged)
+    return cfg
+
+
+def run_compare(cfg: CompareConfig, log=print, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Pretrain, evaluate, time-to-quality, then write compare.json / compare.md / plots under ``cfg.out``.
+
+    ``cfg.out`` is owned by this call (:mod:`flowfm.run_folder`): a folder holding a comparison is continued only
+    with ``resume`` (or ``cfg.evaluate_only``), and only with the settings it was made with
+    (:func:`check_resumable`); ``overwrite`` replaces it."""
+    from flowfm.run_folder import owned
+
+    with owned(cfg.out, resume=resume or (cfg.evaluate_only and not overwrite), overwrite=overwrite,
+               what="comparison", writes=COMPARE_OUTPUTS):
+        return _run_compare(check_resumable(cfg, Path(cfg.out), log), log)
+
+
+def _run_compare(cfg: CompareConfig, log) -> dict:
     from flowfm.data import load_folder, load_hapt
     from flowfm.evaluation import bar_plot, markdown_table
     from flowfm.evaluation.splits import subject_folds
@@ -305,7 +367,6 @@ def run_compare(cfg: CompareConfig, log=print) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     stem = "compare" if cfg.readout == "z" else f"compare_{cfg.readout}"
-    out.mkdir(parents=True, exist_ok=True)
     ds = load_hapt() if cfg.data == "hapt" else load_folder(cfg.data)
     data_arg = cfg.data
     if cfg.max_windows is not None and len(ds) > cfg.max_windows:

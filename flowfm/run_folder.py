@@ -8,7 +8,11 @@
   ``--resume`` or ``--overwrite``;
 * ranks of one ``torchrun`` job share the lock (same ``TORCHELASTIC_RUN_ID``);
 * a folder that already holds run files is refused unless ``resume`` (continue it) or ``overwrite``
-  (replace it; said on stderr) is given.
+  (replace it; said on stderr) is given;
+* ``overwrite`` removes only the entries the command writes (``writes``: names or glob patterns); anything else in
+  the folder (a user's notes, another tool's files) is left and listed.
+
+Single-file outputs (``embed``'s .npz, ``sample``'s .npy, ...) follow the same rule through :func:`check_new_file`.
 """
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Optional
 
-__all__ = ["LOCK_NAME", "RunFolderError", "claim", "owned"]
+__all__ = ["LOCK_NAME", "RunFolderError", "check_new_file", "claim", "owned", "release"]
 
 LOCK_NAME = ".flowfm.lock"
 
@@ -48,8 +52,38 @@ def _holds_run(out: Path) -> bool:
     return any(p.name != LOCK_NAME for p in out.iterdir()) if out.is_dir() else False
 
 
-def claim(out, *, resume: bool = False, overwrite: bool = False, what: str = "run") -> Path:
-    """Lock ``out`` for this process (creating it) and return the lock path; raise RunFolderError if refused."""
+def check_new_file(path, overwrite: bool = False, flag: str = "--out") -> Path:
+    """``path`` as a Path if a command may write it: it does not exist yet, or it is a file and ``overwrite``;
+    RunFolderError otherwise (a folder is never replaced by a file). Call it before the work, so nothing runs
+    (and nothing is written) for an output that would be refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunFolderError(f"{flag} {path} is a folder; expected a file name")
+    if path.exists() and not overwrite:
+        raise RunFolderError(f"{path} already exists; pass --overwrite to replace it, or another {flag}")
+    return path
+
+
+def _remove_outputs(out: Path, writes: Iterable[str], what: str) -> None:
+    writes = list(writes)  # each with the atomic writers' leftovers (.NAME.tmp-*, .NAME.old-*) of a crash
+    ours = {p for pattern in writes + [f".{w}.*" for w in writes] for p in out.glob(pattern) if p.name != LOCK_NAME}
+    for p in sorted(ours):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    note = f"; left {len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({', '.join(others[:5])}" \
+           f"{', ...' if len(others) > 5 else ''})" if others else ""
+    print(f"--overwrite: replacing the {what} in {out} (removed {len(ours)} entries it wrote{note})",
+          file=sys.stderr)
+
+
+def claim(out, *, resume: bool = False, overwrite: bool = False, what: str = "run",
+          writes: Optional[Iterable[str]] = None, resumable: bool = True) -> Path:
+    """Lock ``out`` for this process (creating it) and return the lock path; raise RunFolderError if refused.
+
+    ``writes``: the names / glob patterns of the entries this command writes, removed under ``overwrite``
+    (None: nothing is removed; the command replaces its outputs itself). ``resumable``: whether the command has
+    ``--resume`` (the refusals only offer the flags it has)."""
+    choices = "--resume to continue it, --overwrite to replace it," if resumable else "--overwrite to replace it"
     out = Path(out)
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other: give one")
@@ -71,13 +105,13 @@ def claim(out, *, resume: bool = False, overwrite: bool = False, what: str = "ru
                                  f"{held.get('host')}, lock {lock}); wait for it or choose another --out")
         if not (resume or overwrite):
             raise RunFolderError(f"{out} holds a stale lock from dead process {held.get('pid')} (an interrupted "
-                                 f"{what}); give --resume to continue it or --overwrite to replace it")
+                                 f"{what}); give {choices} or another --out")
         lock.unlink()
         held = None
     if held is None:
         if _holds_run(out) and not (resume or overwrite):
-            raise RunFolderError(f"{out} already holds a {what}; give --resume to continue it, --overwrite to "
-                                 f"replace it, or another --out")
+            article = "an" if what[:1].lower() in "aeiou" else "a"
+            raise RunFolderError(f"{out} already holds {article} {what}; give {choices} or another --out")
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -89,28 +123,37 @@ def claim(out, *, resume: bool = False, overwrite: bool = False, what: str = "ru
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             if overwrite and _holds_run(out):
-                print(f"--overwrite: replacing the {what} in {out}", file=sys.stderr)
-                for p in out.iterdir():
-                    if p.name != LOCK_NAME:
-                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                if writes is None:
+                    print(f"--overwrite: replacing the {what} in {out}", file=sys.stderr)
+                else:
+                    _remove_outputs(out, writes, what)
     return lock
 
 
 def release(lock: Path) -> None:
     """Remove ``lock`` if this process (or this torchrun job) holds it."""
     try:
-        if json.loads(Path(lock).read_text()).get("run_id") == _run_id() and \
-                json.loads(Path(lock).read_text()).get("pid") == os.getpid():
+        held = json.loads(Path(lock).read_text())
+        if held.get("run_id") == _run_id() and held.get("pid") == os.getpid():
             Path(lock).unlink()
     except (OSError, ValueError):
         pass
 
 
 @contextlib.contextmanager
-def owned(out, *, resume: bool = False, overwrite: bool = False, what: str = "run") -> Iterator[Path]:
-    """``with owned(out, ...):`` hold the folder lock for the block; released on exit (also on errors)."""
-    lock = claim(out, resume=resume, overwrite=overwrite, what=what)
+def owned(out, *, resume: bool = False, overwrite: bool = False, what: str = "run",
+          writes: Optional[Iterable[str]] = None, resumable: bool = True) -> Iterator[Path]:
+    """``with owned(out, ...):`` hold the folder lock for the block (:func:`claim`); released on exit (also on
+    errors). A folder this call created and that is still empty at the end (the command failed before writing)
+    is removed, so a refused input leaves nothing behind."""
+    created = not Path(out).exists()
+    lock = claim(out, resume=resume, overwrite=overwrite, what=what, writes=writes, resumable=resumable)
     try:
         yield lock
     finally:
         release(lock)
+        if created:
+            try:
+                Path(out).rmdir()  # only succeeds when empty
+            except OSError:
+                pass

@@ -100,7 +100,8 @@ def test_window_spec_round_trip_and_legacy_default(tmp_path):
                            "channels": ["y", "x", "z"]}
     assert flowfm.FlowFM.load(tmp_path / "c").data_spec == m.data_spec
 
-    del doc["data"]  # a checkpoint written before the spec existed reads as the convention
+    del doc["data"]  # a checkpoint written before the spec (and the config checksum) existed: the convention
+    doc.pop("config_sha256")
     (tmp_path / "c" / "config.json").write_text(json.dumps(doc))
     assert flowfm.FlowFM.load(tmp_path / "c").data_spec == WindowSpec(30.0, 48, 24, "g", ("x", "y", "z"))
     doc["data"] = {"sample_rate_hz": 100.0}  # partial: the rest from the convention

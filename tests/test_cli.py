@@ -55,10 +55,10 @@ def test_pretrain_evaluate_sample_on_a_folder(folder, tmp_path, capsys):
     assert np.load(samples).shape == (3, 64, 3)  # channels-last like X.npy
     for prior in ("bank", "null"):  # default p_uncond = 0: pretraining stored a bank and fitted the null vector
         assert main(["sample", "--checkpoint", str(run / "model"), "--n", "2", "--steps", "2", "--prior", prior,
-                     "--out", str(samples)]) == 0
+                     "--out", str(samples), "--overwrite"]) == 0
         assert np.isfinite(np.load(samples)).all()
     assert main(["sample", "--checkpoint", str(run / "model"), "--cond-data", str(folder), "--n", "2",
-                 "--steps", "2", "--method", "euler", "--guidance", "2", "--out", str(samples)]) == 0
+                 "--steps", "2", "--method", "euler", "--guidance", "2", "--out", str(samples), "--overwrite"]) == 0
     assert np.isfinite(np.load(samples)).all()
 
 

@@ -77,8 +77,25 @@ def test_a_second_run_reuses_pretrained_models_and_reports(compare_run, monkeypa
 
     monkeypatch.setattr(flowfm.cli, "main", forbidden)
     monkeypatch.setattr(flowfm.evaluation, "evaluate_encoder", forbidden)
-    second = run_compare(cfg, log=lambda *_: None)
+    second = run_compare(cfg, log=lambda *_: None, resume=True)
     assert json.dumps(second["results"], sort_keys=True) == json.dumps(first["results"], sort_keys=True)
+
+
+def test_a_used_out_needs_resume_and_the_same_settings(compare_run):
+    from dataclasses import replace
+
+    from flowfm.run_folder import RunFolderError
+
+    cfg, _ = compare_run
+    before = {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("*")}
+    with pytest.raises(RunFolderError, match="already holds a comparison; give --resume"):
+        run_compare(cfg, log=lambda *_: None)
+    with pytest.raises(ValueError, match="epochs 2 -> 3.*preset 'tiny' -> 'small'"):
+        run_compare(replace(cfg, epochs=3, preset="small"), log=lambda *_: None, resume=True)
+    with pytest.raises(ValueError, match="variant 'FlowFM identical view'"):
+        run_compare(replace(cfg, variants={"FlowFM identical view": ["--method", "flowfm"]}), log=lambda *_: None,
+                    resume=True)
+    assert {p: p.stat().st_mtime_ns for p in Path(cfg.out).rglob("*")} == before
 
 
 def test_evaluate_only_refuses_to_pretrain(compare_run, tmp_path):
@@ -100,7 +117,7 @@ def test_stages_readout_has_its_own_cache_and_outputs(compare_run):
     z_before, compare_before = z_path.read_text(), (out / "compare.json").read_text()
     assert json.loads(z_before)["readout"] == "z"
     stages = run_compare(replace(cfg, readout="stages", modes=("linear", "finetune"), label_subjects=(None,)),
-                         log=lambda *_: None)
+                         log=lambda *_: None, resume=True)
     report = json.loads((out / "eval" / "linear_stages" / "all" / "FlowFM.json").read_text())
     assert report["readout"] == "stages" and stages["results"]["linear"]["all"]["FlowFM"]["readout"] == "stages"
     # finetune reads z whatever the readout: its cached reports (OUT/eval/finetune/...) are reused unchanged

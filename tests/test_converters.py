@@ -264,6 +264,34 @@ def test_realworld_malformed(tmp_path):
     assert_nothing_written(tmp_path / "out")
 
 
+def test_realworld_hostile_zips_are_refused_with_bounded_work(tmp_path):
+    import tracemalloc
+
+    data = tmp_path / "raw" / "proband4" / "data"
+    data.mkdir(parents=True)
+    zpath = data / "acc_running_csv.zip"
+    buf = io.BytesIO()   # a zip bomb: 64 MB of one repeated row compressed ~1000x
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("acc_running_forearm.csv", b"id,attr_time,attr_x,attr_y,attr_z\n" + b"1,0,0,0,9.8\n" * 5_600_000)
+    zpath.write_bytes(buf.getvalue())
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"would expand to [\d,]+ bytes .*not a zip bomb"):
+        convert("realworld", tmp_path / "raw", tmp_path / "out")
+    assert tracemalloc.get_traced_memory()[1] < 16 * 2**20   # refused from the header, nothing inflated
+    tracemalloc.stop()
+    member = zip_bytes({"acc_running_forearm.csv": realworld_csv(12)})
+    for _ in range(5):   # five zips deep (the release nests one level)
+        member = zip_bytes({"acc_running_1_csv.zip": member})
+    zpath.write_bytes(member)
+    with pytest.raises(ValueError, match="zips deep; expected at most 4"):
+        convert("realworld", tmp_path / "raw", tmp_path / "out")
+    flat = b"id,attr_time,attr_x,attr_y,attr_z\n" + b"".join(b"%d,1435060432000,0,0,9.8\n" % i for i in range(900))
+    zpath.write_bytes(zip_bytes({"acc_running_forearm.csv": flat}))
+    with pytest.raises(ValueError, match=r"clock \(attr_time\) does not increase: 899 of 899 steps"):
+        convert("realworld", tmp_path / "raw", tmp_path / "out")
+    assert_nothing_written(tmp_path / "out")
+
+
 # ---------------------------------------------------------------- ADL / HMP
 def write_hmp(path, seconds, fs=32.0):
     t = np.arange(int(seconds * fs)) / fs
@@ -404,7 +432,10 @@ def test_existing_output_and_unknown_name(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("old")
     with pytest.raises(FileExistsError, match="not empty"):
-        convert("adl", tmp_path, out)
+        convert("adl", tmp_path / "raw", out)
+    assert (out / "keep.txt").read_text() == "old"
+    with pytest.raises(FileExistsError, match="keep.txt"):   # --overwrite replaces a dataset folder, not this
+        convert("adl", tmp_path / "raw", out, overwrite=True)
     assert (out / "keep.txt").read_text() == "old"
     with pytest.raises(ValueError, match="unknown dataset 'hapt2'; available converters: pamap2, wisdm"):
         convert("hapt2", tmp_path, tmp_path / "o")

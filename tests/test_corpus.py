@@ -184,7 +184,7 @@ def test_shard_round_trip_and_pretrain_on_shards(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp folders left
 
     assert main(["shard", files[0], "--fs", "50", "--out", str(out)]) == 2  # would mix two corpora
-    assert "already holds shard folders" in capsys.readouterr().err
+    assert "already holds a shard corpus" in capsys.readouterr().err
 
     run = tmp_path / "run"
     assert main(["pretrain", "--data", str(out / "shard_*"), files[0], "--recording-fs", "50", "--out", str(run),

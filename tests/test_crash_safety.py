@@ -26,7 +26,7 @@ import torch
 
 from flowfm.checkpoint import load_model, read_state
 from flowfm.data import WindowDataset, save_folder
-from flowfm.training.trainer import _latest_checkpoint
+from flowfm.training.resume import named_latest
 
 ARGS = ["--preset", "tiny", "--epochs", "3", "--batch-size", "16", "--warmup-steps", "2", "--ema", "0.9",
         "--seed", "11", "--no-progress"]  # 64 windows: 4 steps per epoch, 12 in all
@@ -90,7 +90,7 @@ def _assert_checkpoints_complete(ckpt_dir: Path, latest: str) -> None:
         state = read_state(folder, "train_state")
         assert int(state["epoch"]) + 1 == model.checkpoint_metadata["epoch"] == int(folder.name.split("_")[1])
     assert (ckpt_dir / "latest").read_text() == latest
-    assert _latest_checkpoint(ckpt_dir) == ckpt_dir / latest
+    assert named_latest(ckpt_dir) == ckpt_dir / latest
 
 
 def _assert_bitwise_equal(a: Path, b: Path) -> None:
@@ -167,5 +167,34 @@ def test_a_signal_on_the_last_step_of_an_epoch_keeps_the_epoch_checkpoint(data, 
     done = _signal_at("step:8", signal.SIGTERM, data, out, tmp_path)  # step 8 ends epoch 2
     assert done.returncode == 128 + signal.SIGTERM and "after epoch 2" in done.stderr
     _assert_checkpoints_complete(out / "checkpoints", "epoch_0002")
+    _run(_cmd(data, out, "--resume"))
+    _assert_bitwise_equal(uninterrupted, out)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_stops_clearly(data, uninterrupted, tmp_path,
+                                                                                   monkeypatch, capsys):
+    import errno
+
+    import flowfm.training.trainer as trainer
+    from flowfm.cli import main
+
+    real_write_state, calls = trainer.write_state, []
+
+    def disk_full_at_epoch_two(folder, name, state):
+        calls.append(folder)
+        if len(calls) == 2:   # epoch 2's train state: the model files are written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(folder) / f"{name}.safetensors"))
+        return real_write_state(folder, name, state)
+
+    monkeypatch.setattr(trainer, "write_state", disk_full_at_epoch_two)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(data), "--out", str(out), *ARGS]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "No space left on device" in err and len(err.splitlines()) == 1, err
+    ckpt_dir = out / "checkpoints"
+    _assert_checkpoints_complete(ckpt_dir, "epoch_0001")           # the previous checkpoint is intact
+    assert not (ckpt_dir / "epoch_0002").exists() and not list(ckpt_dir.glob(".epoch_*"))  # no half folder left
+    monkeypatch.setattr(trainer, "write_state", real_write_state)  # space again: resume finishes the same run
     _run(_cmd(data, out, "--resume"))
     _assert_bitwise_equal(uninterrupted, out)

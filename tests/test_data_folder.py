@@ -244,14 +244,18 @@ def test_overwrite_replaces_completely(tmp_path, monkeypatch, exchange):
     if not exchange:  # the portable two-rename fallback
         monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     save_folder(_dataset(seed=1), tmp_path / "ds")
-    (tmp_path / "ds" / "stale.txt").write_text("from the old dataset")
+    assert (tmp_path / "ds" / "Y.npy").is_file()
     new = _dataset(seed=2, n=8, labels=None)
-    save_folder(new, tmp_path / "ds")
+    save_folder(new, tmp_path / "ds")   # the old Y.npy must not survive beside unlabelled windows
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["X.npy", "meta.json", "pid.npy"]
     np.testing.assert_array_equal(load_folder(tmp_path / "ds").x, new.x)
     assert _leftovers(tmp_path) == []
     with pytest.raises(FileExistsError):
         save_folder(new, tmp_path / "ds", overwrite=False)
+    (tmp_path / "ds" / "notes.txt").write_text("not the dataset's")
+    with pytest.raises(FileExistsError, match="notes.txt"):   # never deleted by a replacement
+        save_folder(new, tmp_path / "ds")
+    assert (tmp_path / "ds" / "notes.txt").is_file()
 
 
 def test_atomic_file_writes(tmp_path):

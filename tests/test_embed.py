@@ -190,11 +190,12 @@ def test_embed_command_on_a_folder_and_recordings(checkpoint, tmp_path, capsys):
     np.savetxt(tmp_path / "subj_a.csv", a * STANDARD_GRAVITY, delimiter=",", header="x,y,z", comments="")
     np.save(tmp_path / "subj_b.npy", b * STANDARD_GRAVITY)
     recs = [str(tmp_path / "subj_a.csv"), str(tmp_path / "subj_b.npy")]
-    assert main(["embed", "--checkpoint", str(checkpoint), "--data", *recs, "--fs", "100", "--out", str(out)]) == 2
+    assert main(["embed", "--checkpoint", str(checkpoint), "--data", *recs, "--fs", "100", "--out", str(out),
+                 "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "subj_a.csv: acceleration looks like m/s^2" in err and "--unit m/s2" in err
     assert main(["embed", "--checkpoint", str(checkpoint), "--data", *recs, "--fs", "100", "--unit", "m/s2",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--overwrite"]) == 0
     # reference: the windows of the one-shot pipeline at the model's rate (64 samples every 32 at 30 Hz)
     windows = [make_windows(resample_to(r, 100.0, 30.0), 30.0, window_s=LENGTH / 30, hop_s=LENGTH / 60)[0]
                for r in (a, b)]

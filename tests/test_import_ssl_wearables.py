@@ -111,5 +111,5 @@ def test_pretrain_init_encoder_flag_refuses_a_small_preset(theirs, tmp_path, cap
     flowfm.data.save_folder(flowfm.data.WindowDataset(x=x.transpose(0, 2, 1).astype(np.float32),
                                                       pid=np.arange(16) % 2), tmp_path / "ds")
     rc = main(["pretrain", "--data", str(tmp_path / "ds"), "--preset", "tiny", "--epochs", "1", "--out",
-               str(tmp_path / "run"), "--init-encoder", str(tmp_path / "w.pt"), "--no-progress"])
+               str(tmp_path / "run"), "--init-encoder", str(tmp_path / "w.pt"), "--no-progress", "--batch-size", "4"])
     assert rc == 2 and "full-width" in capsys.readouterr().err

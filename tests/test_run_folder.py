@@ -48,9 +48,26 @@ def test_existing_run_refused_then_overwritten(tmp_path, capsys):
     assert (tmp_path / "train_config.json").exists()
     release(claim(tmp_path, resume=True))
     assert (tmp_path / "train_config.json").exists()
-    release(claim(tmp_path, overwrite=True))
-    assert not (tmp_path / "train_config.json").exists()
-    assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".train_config.json.tmp-0a1b2c").write_text("")   # an atomic write's leftover
+    release(claim(tmp_path, overwrite=True, writes=("train_config.json",)))
+    assert not (tmp_path / "train_config.json").exists() and not (tmp_path / ".train_config.json.tmp-0a1b2c").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"           # not written by the run: left, and named
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "left 1 other entry (notes.txt)" in err
+
+
+def test_new_file_outputs_are_never_replaced_silently(tmp_path):
+    from flowfm.run_folder import check_new_file
+
+    target = tmp_path / "z.npz"
+    assert check_new_file(target) == target
+    target.write_bytes(b"old")
+    with pytest.raises(RunFolderError, match="already exists; pass --overwrite"):
+        check_new_file(target)
+    assert check_new_file(target, overwrite=True) == target
+    with pytest.raises(RunFolderError, match="is a folder"):
+        check_new_file(tmp_path, overwrite=True)
 
 
 def test_cli_pretrain_second_run_refused_overwrite_replaces(tmp_path, capsys):

@@ -16,9 +16,17 @@ COMMANDS = (demo, prepare, pretrain, embed, finetune, predict, evaluate, sample,
 __all__ = ["main", "build_parser", "bench_module", "resolution_lines", "COMMANDS"]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line ``error: ...`` naming the argument and what it accepts
+    (plus where the usage is), exit code 2, instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowfm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrorParser(prog="flowfm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
@@ -34,7 +42,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ``error: ...`` and exit code 2; Ctrl-C / SIGTERM during pretraining writes a resumable checkpoint and exits with
     128 + the signal (130 / 143), elsewhere Ctrl-C exits with 130; anything else is a bug and keeps its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad argument (its one line is printed) or --help: the exit code, not an exit
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv  # the command as given, for provenance records
     from flowfm.training.interrupt import TrainingInterrupted
 

@@ -47,6 +47,12 @@ def open_corpus_arg(args):
     return open_corpus(args.data, recording_fs=args.recording_fs, unit=args.unit)
 
 
+def add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    """``--overwrite``: the one way to replace an existing output (flowfm.run_folder); without it a command
+    refuses, before any work, to write where an earlier output is."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} if it exists (default: refuse)")
+
+
 def add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, choices=["auto", "eager", "triton", "cuda"],
                    help="kernel backend (default: $FLOWFM_BACKEND or auto)")

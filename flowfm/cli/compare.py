@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flowfm.encoder import READOUTS
+from flowfm.argument_types import EPOCHS, THREADS, int_in
 from flowfm.cli.common import int_list, label_regimes
 
 
@@ -42,7 +43,7 @@ def run(args) -> int:
             variants[name.strip()] = shlex.split(extra)
         fields["variants"] = variants
     cfg = CompareConfig.quick_config(**fields) if args.quick else CompareConfig(**fields)
-    run_compare(cfg)
+    run_compare(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -53,8 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default="hapt", help="'hapt' or a folder in the X.npy/Y.npy/pid.npy layout")
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--methods", default=None, help="comma list (default flowfm,diffusion,ssl-wearables)")
-    p.add_argument("--seeds", type=int, default=None, help="pretraining = evaluation seeds (default 5)")
-    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs of every method (default 12)")
+    p.add_argument("--seeds", type=int_in(1, 1000), default=None, help="pretraining = evaluation seeds (default 5)")
+    p.add_argument("--epochs", type=EPOCHS, default=None, help="pretraining epochs of every method (default 12)")
     p.add_argument("--preset", default=None, choices=["small", "harnet10", "tiny"])
     p.add_argument("--modes", default=None, help="comma list of linear,mlp,finetune (default linear)")
     p.add_argument("--readout", default="z", choices=list(READOUTS),
@@ -63,10 +64,12 @@ def add_parser(sub) -> None:
     p.add_argument("--label-subjects", default=None, help="label regimes, e.g. all,1,3,5 (the default)")
     p.add_argument("--finetune-label-subjects", default=None,
                    help="label regimes of the finetune mode if different (it costs ~100x a linear probe)")
-    p.add_argument("--draws", type=int, default=None, help="label-subject draws per fold in the low-label regimes")
-    p.add_argument("--finetune-draws", type=int, default=None, help="draws of the finetune mode if different")
-    p.add_argument("--folds", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--draws", type=int_in(1, 1000), default=None,
+                   help="label-subject draws per fold in the low-label regimes")
+    p.add_argument("--finetune-draws", type=int_in(1, 1000), default=None,
+                   help="draws of the finetune mode if different")
+    p.add_argument("--folds", type=int_in(2, 1000), default=None)
+    p.add_argument("--threads", type=THREADS, default=None, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 1 epoch, 512 windows, 3 folds")
     p.add_argument("--ttq-epochs", default=None, help="epochs probed for time to quality, e.g. 2,4,6,8,10,12 "
                                                       "(default: every epoch)")
@@ -82,7 +85,11 @@ def add_parser(sub) -> None:
                         "pretrained on the design subjects; without --split, one model per fold and seed without that fold's "
                         "test subjects (costs --folds times the pretraining); use a fresh --out")
     p.add_argument("--evaluate-only", action="store_true",
-                   help="never pretrain (error if a model is missing): lets several invocations with disjoint "
-                        "--modes share OUT safely")
+                   help="never pretrain (error if a model is missing); continues OUT like --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the comparison in OUT (reuse its finished models and reports, resume interrupted "
+                        "runs; the settings that define them must be the same)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the comparison in OUT (only the files a comparison writes are removed)")
     p.set_defaults(func=run)
 

@@ -5,7 +5,8 @@ import sys
 import time
 
 from typing import Optional
-from flowfm.cli.common import add_unit, load_dataset, declared_fs, at_model_rate
+from flowfm.argument_types import BATCH, RATE_HZ
+from flowfm.cli.common import add_overwrite, add_unit, at_model_rate, declared_fs, load_dataset
 
 
 def model_windows(specs, fs: Optional[float], unit: Optional[str], spec):
@@ -69,7 +70,9 @@ def run(args) -> int:
 
     from flowfm.checkpoint import CheckpointError, load_model
     from flowfm.data.atomic import atomic_open
+    from flowfm.run_folder import check_new_file
 
+    check_new_file(args.out, args.overwrite)
     try:
         model = load_model(args.checkpoint, map_location=args.device)
     except CheckpointError as exc:
@@ -114,12 +117,13 @@ def add_parser(sub) -> None:
                    help="'hapt', folders in the X.npy/pid.npy layout (an optional time.npy gives start times), or "
                         "continuous (T, C) .npy/.csv recordings (need --fs; windows at the model's rate, length and "
                         "hop; start_time in seconds from the recording's start)")
-    p.add_argument("--fs", type=float, default=None,
+    p.add_argument("--fs", type=RATE_HZ, default=None,
                    help="sampling rate of the data in Hz (recordings: required; folders: overrides meta.json); data "
                         "at another rate than the model's are resampled to it (polyphase)")
     add_unit(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=BATCH, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="the .npz file to write (atomically)")
+    add_overwrite(p, "the --out file")
     p.set_defaults(func=run)
 

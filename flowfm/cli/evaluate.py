@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from flowfm.argument_types import BATCH, EPOCHS, FRACTION, SEED, THREADS, int_in
 from flowfm.cli.common import add_unit, at_model_rate, declared_fs, load_dataset
 from flowfm.encoder import READOUTS
 from flowfm.evaluation.subject_split import SPLITS, parse_subject_ids, subject_mask
@@ -89,19 +90,21 @@ def add_parser(sub) -> None:
                         "subject in sorted order is a report subject; docs/design.md §5)")
     p.add_argument("--subjects", default=None, metavar="IDS", help="evaluate on these subjects only (comma list)")
     p.add_argument("--exclude-subjects", default=None, metavar="IDS", help="leave these subjects out (comma list)")
-    p.add_argument("--folds", type=int, default=5, help="GroupKFold over subjects")
+    p.add_argument("--folds", type=int_in(2, 1000), default=5, help="GroupKFold over subjects")
     p.add_argument("--loso", action="store_true", help="leave one subject out instead of --folds")
-    p.add_argument("--label-subjects", type=int, default=None,
+    p.add_argument("--label-subjects", type=int_in(1, 100_000), default=None,
                    help="low-label regime: labels of only k training subjects per fold (default: all)")
-    p.add_argument("--draws", type=int, default=4, help="label-subject draws per fold in the low-label regime")
-    p.add_argument("--seeds", type=int, default=1, help="evaluation seeds 0..N-1 (same folds/draws for every model)")
-    p.add_argument("--seed", type=int, default=0, help="random-init seed offset for --encoder random / scratch")
-    p.add_argument("--val-fraction", type=float, default=0.2,
+    p.add_argument("--draws", type=int_in(1, 1000), default=4,
+                   help="label-subject draws per fold in the low-label regime")
+    p.add_argument("--seeds", type=int_in(1, 1000), default=1,
+                   help="evaluation seeds 0..N-1 (same folds/draws for every model)")
+    p.add_argument("--seed", type=SEED, default=0, help="random-init seed offset for --encoder random / scratch")
+    p.add_argument("--val-fraction", type=FRACTION, default=0.2,
                    help="share of the labelled training subjects held out for early stopping (mlp/finetune)")
-    p.add_argument("--max-epochs", type=int, default=30)
-    p.add_argument("--patience", type=int, default=5, help="epochs without a better validation macro-F1")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--max-epochs", type=EPOCHS, default=30)
+    p.add_argument("--patience", type=int_in(1, 100_000), default=5, help="epochs without a better validation macro-F1")
+    p.add_argument("--batch-size", type=BATCH, default=128)
+    p.add_argument("--threads", type=THREADS, default=None, help="torch.set_num_threads")
     p.add_argument("--quiet", action="store_true", help="no per-seed progress lines")
     p.add_argument("--out", default=None,
                    help="report base name: writes OUT.json, OUT.md, OUT_confusion.png and OUT_predictions.csv "

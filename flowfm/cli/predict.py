@@ -4,9 +4,9 @@ from __future__ import annotations
 import csv
 import io
 import time
-from pathlib import Path
 
-from flowfm.cli.common import add_unit
+from flowfm.argument_types import BATCH, RATE_HZ
+from flowfm.cli.common import add_overwrite, add_unit
 
 
 def run(args) -> int:
@@ -16,9 +16,9 @@ def run(args) -> int:
     from flowfm.cli.embed import model_windows
     from flowfm.data.atomic import atomic_write_text
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    from flowfm.run_folder import check_new_file
+
+    out = check_new_file(args.out, args.overwrite)
     clf = ActivityClassifier.load(args.model)
     t0 = time.perf_counter()
     header = ["source", "pid", "window_index", "start_time", "start_time_utc", "predicted", "true_label"] + \
@@ -48,9 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", nargs="+", required=True,
                    help="recordings with a clock (CSV / parquet), window folders, or headerless .npy/.csv recordings "
                         "(need --fs); resampled to the classifier's rate")
-    p.add_argument("--fs", type=float, default=None, help="sampling rate in Hz (headerless recordings: required)")
+    p.add_argument("--fs", type=RATE_HZ, default=None, help="sampling rate in Hz (headerless recordings: required)")
     add_unit(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=BATCH, default=256)
     p.add_argument("--out", required=True, help="the CSV to write (atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_overwrite(p, "the --out file")
     p.set_defaults(func=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from flowfm.argument_types import RATE_HZ, float_in
 from flowfm.cli.common import add_unit
 
 
@@ -17,14 +18,14 @@ def read_options(args) -> dict:
 
 def add_read_options(p, labels: bool = True) -> None:
     """Flags of :func:`read_options` (``labels``: also --label-column / --subject-column)."""
-    p.add_argument("--fs", type=float, default=None,
+    p.add_argument("--fs", type=RATE_HZ, default=None,
                    help="sampling rate in Hz (default: the median rate of the file's clock)")
     add_unit(p)
     p.add_argument("--time-column", default=None, help="name of the clock column (default: time / timestamp / ...)")
     p.add_argument("--time-unit", default=None, choices=["s", "ms", "iso"],
                    help="numeric clocks: seconds or milliseconds (default: detected; epoch ms above 1e11)")
     p.add_argument("--axes", default=None, help="the x,y,z column names (default: x / acc_x / accel_x / ax ...)")
-    p.add_argument("--max-gap", type=float, default=1.0,
+    p.add_argument("--max-gap", type=float_in(0, 1e9, lo_open=True), default=1.0,
                    help="seconds without samples that split a recording into segments (default 1)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="device files (.cwa / .gt3x / .bin): skip actipy's gravity calibration")

@@ -24,7 +24,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterable, Iterator, Optional, Union
 
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_dir", "fsync_dir"]
 
@@ -153,8 +153,22 @@ def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_replaceable(path: PathLike, replaces: Iterable[str]) -> None:
+    """FileExistsError if the folder ``path`` holds an entry not named in ``replaces`` (so replacing it would
+    delete files its writer did not make); nothing to check when it does not exist."""
+    target = Path(path)
+    if not target.is_dir():
+        return
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in set(replaces))
+    if foreign:
+        raise FileExistsError(f"{target} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} this "
+                              f"kind of folder does not ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}"
+                              f"); refusing to replace it: write into a new or empty folder")
+
+
 @contextlib.contextmanager
-def atomic_dir(path: PathLike, *, overwrite: bool = True, fsync: bool = True) -> Iterator[Path]:
+def atomic_dir(path: PathLike, *, overwrite: bool = True, fsync: bool = True,
+               replaces: Optional[Iterable[str]] = None) -> Iterator[Path]:
     """Yield an empty temp folder beside ``path``; on a clean exit it becomes ``path`` atomically.
 
     Example::
@@ -165,13 +179,16 @@ def atomic_dir(path: PathLike, *, overwrite: bool = True, fsync: bool = True) ->
 
     On an exception the temp folder is deleted and ``path`` is left exactly as it was. An existing folder at
     ``path`` is replaced (``overwrite=True``) or refused with FileExistsError. A non-folder at ``path`` is
-    always refused.
+    always refused. ``replaces``: the names this kind of folder holds; an existing folder holding anything else
+    (files this writer did not make: another run, the user's own) is refused, never deleted.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    if replaces is not None:
+        check_replaceable(target, replaces)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(target, "tmp")
     os.mkdir(tmp, 0o777)

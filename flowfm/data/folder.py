@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, check_replaceable
 from .units import UNITS, canonical_unit, check_windows_unit
 from .windows import WindowDataset, validate_windows
 
@@ -182,6 +182,22 @@ def _plain_labels(arr: np.ndarray, what: str) -> np.ndarray:
     raise TypeError(f"{what} is an object array of mixed types; save_folder writes int or str arrays only")
 
 
+def check_out_dir(out_dir: Any, overwrite: bool) -> Path:
+    """``out_dir`` as a Path if a dataset folder may be written there (call it before reading the inputs):
+    FileExistsError if it exists and is not empty and ``overwrite`` is False, or (even with ``overwrite``) if it
+    holds anything but dataset files (:data:`DATASET_FILES`), which replacing it would delete."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to "
+                              "replace it")
+    check_replaceable(out, DATASET_FILES)
+    return out
+
+
+#: the files a dataset folder written by :func:`save_folder` holds (besides its ``extra_arrays``)
+DATASET_FILES = ("X.npy", "Y.npy", "pid.npy", "meta.json", "time.npy")
+
+
 def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True, extra_arrays: Optional[dict] = None,
                 extra_meta: Optional[dict] = None) -> Path:
     """Write ``ds`` as a dataset folder, atomically.
@@ -190,7 +206,9 @@ def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True, extra_a
     ``pid.npy`` and ``meta.json`` (``fs``, ``label_names``) into a temp folder beside ``path`` and then moves it
     into place (:func:`~flowfm.data.atomic.atomic_dir`): an interrupted save leaves ``path`` as it was
     (absent, or the complete previous dataset), never half-written. An existing folder is replaced when
-    ``overwrite`` is True. ``extra_arrays`` ({file name: (N,) array}, e.g. ``{"time.npy": start_times}``) are
+    ``overwrite`` is True, and only when it holds nothing but dataset files (:data:`DATASET_FILES`, the
+    ``extra_arrays``): a folder with anything else (raw recordings, a run, the user's files) is refused with
+    FileExistsError, never deleted. ``extra_arrays`` ({file name: (N,) array}, e.g. ``{"time.npy": start_times}``) are
     written into the same folder in the same atomic step; ``extra_meta`` entries are added to ``meta.json``.
 
     Returns:
@@ -203,7 +221,7 @@ def save_folder(ds: WindowDataset, path: Any, *, overwrite: bool = True, extra_a
     pid = _plain_labels(ds.pid, "ds.pid")
     n, c, length = x.shape
     target = Path(path)
-    with atomic_dir(target, overwrite=overwrite) as tmp:
+    with atomic_dir(target, overwrite=overwrite, replaces=DATASET_FILES + tuple(extra_arrays or ())) as tmp:
         # channels-last on disk, written chunk-wise so a memmap-backed x is never loaded at once
         out = np.lib.format.open_memmap(tmp / "X.npy", mode="w+", dtype=np.float32, shape=(n, length, c))
         step = max(1, (64 * 2**20) // (c * length * 4))

@@ -18,7 +18,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from .folder import save_folder
+from .folder import check_out_dir, save_folder
 from .read_recording import read_recordings
 from .windows import WindowDataset
 
@@ -64,9 +64,7 @@ def prepare_recordings(paths: Sequence[Union[str, Path]], out: Union[str, Path],
         ValueError: a file cannot be read (the message names it), channel counts differ between files, or no window
             results.
     """
-    out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    out = check_out_dir(out, overwrite)
     if not paths:
         raise ValueError("no recordings given")
     xs, ys, pids, times, sources = [], [], [], [], []

@@ -489,11 +489,16 @@ def plot_quality_vs_time(rows: list[dict], path, title: str = "", reference_ffd:
     return save_figure(fig, path)
 
 
-def write_sweep(result: dict, out, stem: str = "generation_sweep") -> dict[str, Path]:
-    """``<out>/<stem>.json``, ``<stem>.md`` and ``<stem>_quality_vs_time.png``, each written atomically."""
+def sweep_paths(out, stem: str = "generation_sweep") -> dict[str, Path]:
+    """The files :func:`write_sweep` writes: ``<out>/<stem>.json``, ``<stem>.md``, ``<stem>_quality_vs_time.png``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = dict(json=out / f"{stem}.json", markdown=out / f"{stem}.md", plot=out / f"{stem}_quality_vs_time.png")
+    return dict(json=out / f"{stem}.json", markdown=out / f"{stem}.md", plot=out / f"{stem}_quality_vs_time.png")
+
+
+def write_sweep(result: dict, out, stem: str = "generation_sweep") -> dict[str, Path]:
+    """:func:`sweep_paths`, each written atomically."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = sweep_paths(out, stem)
     atomic_write_text(paths["json"], json.dumps(result, indent=2, default=_json_default) + "\n")
     atomic_write_text(paths["markdown"], sweep_markdown(result))
     plot_quality_vs_time(result["rows"], paths["plot"], reference_ffd=result["reference"].get("real_vs_real_frechet"),
@@ -501,7 +506,7 @@ def write_sweep(result: dict, out, stem: str = "generation_sweep") -> dict[str, 
     return paths
 
 
-__all__ = ["generation_sweep", "write_sweep", "sweep_markdown", "plot_quality_vs_time", "conditioning_split",
+__all__ = ["generation_sweep", "write_sweep", "sweep_paths", "sweep_markdown", "plot_quality_vs_time", "conditioning_split",
            "ConditioningSet", "Setting", "flow_settings", "diffusion_settings", "sample_setting", "setting_quality",
            "reference_quality", "encode", "batch_seed", "equal_quality_speedup", "DEFAULT_NFE", "DEFAULT_DDIM",
            "DEFAULT_FLOW_METHODS", "QUICK"]

@@ -23,6 +23,8 @@ from torch import nn
 from flowfm.data.atomic import atomic_write_text
 
 FORMAT_VERSION = 1
+#: the files an export writes (and ``flowfm export --overwrite`` replaces)
+EXPORT_FILES = ("encoder.onnx", "velocity.onnx", "sampler.json")
 
 
 class _Encoder(nn.Module):
@@ -50,21 +52,26 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list, outputs: l
     tmp.replace(path)
 
 
+def check_export_args(model, batch: Optional[int], length: Optional[int]) -> None:
+    """ValueError naming the problem for what :func:`export_onnx` cannot export (before anything is written)."""
+    if not hasattr(model, "velocity_net") or not hasattr(model, "encoder"):
+        raise ValueError(f"ONNX export needs a FlowFM model (encoder + velocity network), got {type(model).__name__}")
+    if batch is not None and not 1 <= batch <= 65536:
+        raise ValueError(f"batch must be in 1..65536 or omitted (dynamic), got {batch}")
+    if length is not None and not 16 <= length <= 1_000_000:
+        raise ValueError(f"length must be in 16..1000000 samples, got {length}")
+
+
 def export_onnx(model, out, batch: Optional[int] = None, length: Optional[int] = None) -> Path:
     """Export ``model`` (a FlowFM) to folder ``out``; ``batch`` None = dynamic batch axis; ``length`` (default the
     training window) is the window length the graphs accept."""
-    if not hasattr(model, "velocity_net") or not hasattr(model, "encoder"):
-        raise ValueError(f"ONNX export needs a FlowFM model (encoder + velocity network), got {type(model).__name__}")
-    if batch is not None and batch < 1:
-        raise ValueError(f"batch must be >= 1 or None (dynamic), got {batch}")
+    check_export_args(model, batch, length)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).float().cpu().eval()
     m.set_backend("eager")
     cfg = m.config
     length = cfg.window if length is None else int(length)
-    if length < 16:
-        raise ValueError(f"length must be >= 16 samples, got {length}")
     b = batch or 2
     x = torch.randn(b, cfg.in_channels, length)
     t = torch.rand(b)

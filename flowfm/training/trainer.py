@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from flowfm.checkpoint import read_state, save_model, write_model_files, write_state
+from flowfm.checkpoint import CONFIG, save_model, write_model_files, write_state
 from flowfm.data.atomic import atomic_dir, atomic_write_text
 from flowfm.data.time_shift import TimeShiftedCuts
 from flowfm.profiling import nvtx_range
@@ -44,6 +44,7 @@ from flowfm.training import distributed
 from flowfm.training.crash_hook import pause_point
 from flowfm.training.interrupt import TrainingInterrupted, stop_requests
 from flowfm.training.null_fit import fit_null_if_needed
+from flowfm.training.resume import RUN_ID_FILE, named_latest, new_run_id, read_run_id, resume_point, state_run_id
 from flowfm.training.representation_bank import DEFAULT_BANK_SIZE, fill_representation_bank
 from flowfm.training.schedule import warmup_cosine
 from flowfm.views import needs_shifted_cuts
@@ -130,14 +131,6 @@ def _make_ema(model, decay):
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
-    pointer = ckpt_dir / "latest"
-    if not pointer.is_file():
-        return None
-    path = ckpt_dir / pointer.read_text().strip()
-    return path if path.is_dir() else None
-
-
 def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, progress: bool = True,
              device=None, on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> list[dict]:
     """Train ``model`` on windows x (N, C, L) (numpy / memmap) and write checkpoints under ``out_dir``.
@@ -159,11 +152,15 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
     history: list[dict] = []
     start_epoch, skip, partial = 0, 0, (0.0, 0, 0.0)
 
-    latest = _latest_checkpoint(ckpt_dir) if resume else None
-    if resume and latest is None:
+    point = resume_point(ckpt_dir, log=print if ctx.is_main else None) if resume else None
+    if resume and point is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint under {ckpt_dir}")
-    if latest is not None:
-        state = read_state(latest, "train_state")
+    run_id = (read_run_id(ckpt_dir) or point[1].get("run_id")) if point is not None else None
+    run_id = run_id or new_run_id()
+    if ctx.is_main and read_run_id(ckpt_dir) is None:
+        atomic_write_text(ckpt_dir / RUN_ID_FILE, run_id)
+    if point is not None:
+        latest, state = point
         from flowfm.checkpoint import load_model
 
         model.load_state_dict(load_model(latest).state_dict())
@@ -216,7 +213,7 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
                 if stop.requested and step + 1 < steps_per_epoch:
                     bar.close()
                     where = _save_interrupted(ckpt_dir, epoch, step + 1, (total, count, time.perf_counter() - t0),
-                                              model, optimizer, scheduler, ema, generator, history, config)
+                                              model, optimizer, scheduler, ema, generator, history, config, run_id)
                     raise TrainingInterrupted(
                         f"stopped by {stop.name} after step {step + 1} of epoch {epoch + 1}; resumable checkpoint "
                         f"{where}; continue with the same command and --resume", stop.signum)
@@ -225,7 +222,8 @@ def pretrain(model, x, config: TrainConfig, out_dir, *, resume: bool = False, pr
                       "windows_per_s": count / seconds, "lr": scheduler.get_last_lr()[0]}
             history.append(record)
             if ctx.is_main:
-                _save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, ema, generator, history, config)
+                _save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, ema, generator, history, config,
+                                 run_id)
             distributed.barrier(ctx)  # no rank runs ahead (or reads) before the checkpoint is complete
             if show:
                 tqdm.write(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {seconds:.1f}s  "
@@ -260,7 +258,7 @@ def _finish_generator(model, x, config: TrainConfig, device, progress: bool = Fa
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, ckpt_dir: Path) -> None:
     if not torch.isfinite(loss):
-        good = _latest_checkpoint(ckpt_dir)
+        good = named_latest(ckpt_dir)
         raise TrainingDivergedError(
             f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopping. Last good "
             f"checkpoint: {good if good else 'none yet'} (resume from it with a lower --lr)")
@@ -303,43 +301,48 @@ def _checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch + 1:04d}"
 
 
-def _train_state(epoch, optimizer, scheduler, ema, generator, history, config) -> dict:
+def _train_state(epoch, optimizer, scheduler, ema, generator, history, config, run_id) -> dict:
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": generator.get_state(), "epoch": epoch, "history": json.dumps(history),
-             "train_config": dataclasses.asdict(config)}
+             "train_config": dataclasses.asdict(config), "run_id": run_id}
     if ema is not None:
         state["ema"] = ema.state_dict()
     return state
 
 
 def _save_interrupted(ckpt_dir: Path, epoch: int, steps_done: int, running: tuple, model, optimizer, scheduler,
-                      ema, generator, history, config) -> Path:
+                      ema, generator, history, config, run_id) -> Path:
     """``interrupted_eEEEE_sSSSSS``: the state after ``steps_done`` steps of epoch ``epoch`` (0-based), with the
     epoch's running (loss total, windows, seconds); ``latest`` names it. Removed by the next epoch checkpoint."""
     name = f"interrupted_e{epoch + 1:04d}_s{steps_done:06d}"
-    state = _train_state(epoch - 1, optimizer, scheduler, ema, generator, history, config)
+    state = _train_state(epoch - 1, optimizer, scheduler, ema, generator, history, config, run_id)
     state.update(resume_step=steps_done, epoch_total=running[0], epoch_count=running[1], epoch_seconds=running[2])
     _write_checkpoint(ckpt_dir, name, model, state, {"epoch": epoch, "steps_into_next_epoch": steps_done})
     return ckpt_dir / name
 
 
 def _write_checkpoint(ckpt_dir: Path, name: str, model, state: dict, metadata: dict, pause: str = "") -> None:
-    """The folder ``ckpt_dir/name`` (model files + train state), built hidden and renamed, then ``latest``."""
+    """The folder ``ckpt_dir/name`` (model files + train state bound to those weights by their SHA-256), built
+    hidden and renamed, then ``latest``."""
     with atomic_dir(ckpt_dir / name) as tmp:
         write_model_files(model, Path(tmp), metadata)
         if pause:
             pause_point(pause)
+        state = dict(state, model_sha256=json.loads((Path(tmp) / CONFIG).read_text())["weights_sha256"])
         write_state(tmp, "train_state", state)
     atomic_write_text(ckpt_dir / "latest", name)
 
 
-def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config):
-    state = _train_state(epoch, optimizer, scheduler, ema, generator, history, config)
+def _save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, ema, generator, history, config,
+                     run_id):
+    state = _train_state(epoch, optimizer, scheduler, ema, generator, history, config, run_id)
     _write_checkpoint(ckpt_dir, _checkpoint_name(epoch), model, state, {"epoch": epoch + 1},
                       pause=f"checkpoint:{epoch + 1}")
+    ours = lambda p: state_run_id(p) in (None, run_id)  # noqa: E731  (never prune another run's checkpoints)
     for old in ckpt_dir.glob("interrupted_e*"):  # superseded by this complete epoch
-        shutil.rmtree(old, ignore_errors=True)
-    complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir())
+        if ours(old):
+            shutil.rmtree(old, ignore_errors=True)
+    complete = sorted(p for p in ckpt_dir.glob("epoch_*") if p.is_dir() and ours(p))
     if config.keep_checkpoints > 0:  # 0 keeps every epoch
         for old in complete[:-config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)

@@ -38,6 +38,16 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
+def check_apart(raw_dir: Union[str, Path], out_dir: Union[str, Path]) -> None:
+    """ValueError if the output folder is, contains or lies inside the raw folder: a conversion never writes over,
+    around or into the originals it reads."""
+    raw, out = Path(raw_dir).resolve(), Path(out_dir).resolve()
+    if out == raw or out in raw.parents or raw in out.parents:
+        relation = "is" if out == raw else "contains" if out in raw.parents else "lies inside"
+        raise ValueError(f"OUT_DIR {out_dir} {relation} RAW_DIR {raw_dir}; expected an output folder apart from the "
+                         "raw files (e.g. a sibling folder)")
+
+
 def convert(name: str, raw_dir: Union[str, Path], out_dir: Union[str, Path], *, keep_unlabelled: bool = False,
             overwrite: bool = False, **options: Any) -> ConversionSummary:
     """Convert dataset ``name`` from ``raw_dir`` (its original files) into the folder ``out_dir``.
@@ -57,6 +67,7 @@ def convert(name: str, raw_dir: Union[str, Path], out_dir: Union[str, Path], *, 
     if name not in CONVERTERS:
         raise ValueError(f"unknown dataset {name!r}; available converters: {', '.join(CONVERTERS)}")
     conv = CONVERTERS[name]
+    check_apart(raw_dir, out_dir)
     check_out_dir(out_dir, overwrite)  # before reading a possibly large raw corpus
     source = conv.read(raw_dir, **options)
     return write_dataset(source, out_dir, keep_unlabelled=keep_unlabelled, overwrite=overwrite, what=name)

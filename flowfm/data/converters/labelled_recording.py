@@ -30,7 +30,7 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from ..folder import save_folder
+from ..folder import check_out_dir, save_folder  # noqa: F401  (check_out_dir re-exported)
 from ..resample import make_windows, resample_labels, resample_to, window_params
 from ..units import STANDARD_GRAVITY, UNIT_PER_G, to_g  # noqa: F401  (re-exported)
 from ..windows import UNLABELLED, WindowDataset
@@ -107,15 +107,6 @@ def raw_files(raw_dir: Union[str, Path], pattern: str, expected: str) -> list[Pa
     if not found:
         raise FileNotFoundError(f"no raw files matching {pattern!r} under {root}: expected {expected}")
     return found
-
-
-def check_out_dir(out_dir: Union[str, Path], overwrite: bool) -> Path:
-    """``out_dir`` as a Path; FileExistsError if it exists, is not an empty folder, and ``overwrite`` is False."""
-    out = Path(out_dir)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to "
-                              "replace it")
-    return out
 
 
 def label_codes(raw: np.ndarray, mapping: dict) -> np.ndarray:

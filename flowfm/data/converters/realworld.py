@@ -40,35 +40,62 @@ _EXPECTED = ("RealWorld 2016 proband<N>/data/acc_<activity>_csv.zip holding acc_
              "columns id,attr_time,attr_x,attr_y,attr_z")
 
 
+#: limits on what a zip may make us read: nesting depth, one member's size, and its compression ratio (a
+#: real CSV compresses ~3-10x; a zip bomb 1000x)
+MAX_ZIP_DEPTH, MAX_MEMBER_BYTES, MAX_COMPRESSION_RATIO = 3, 1 << 30, 100
+
+
 def _read_csv(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
-    if not rows:
+    text = data.decode("utf-8", errors="replace")
+    first = text.split("\n", 1)[0]
+    if not first.strip():
         raise ValueError(f"{source}: empty file (expected {_EXPECTED})")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in next(csv.reader([first]))]
     missing = [c for c in HEADER[1:] if c not in header]
     if missing:
         raise ValueError(f"{source}: missing column(s) {missing} in header {header}; expected {list(HEADER)}")
     cols = [header.index(c) for c in HEADER[1:]]
-    body = [r for r in rows[1:] if r]
-    if not body:
-        raise ValueError(f"{source}: header only, no samples (expected {_EXPECTED})")
-    try:
-        table = np.array([[float(r[c]) for c in cols] for r in body], dtype=np.float64)
-    except (ValueError, IndexError):
+    try:  # numpy parses the body in C: memory ~ the table, not Python lists of floats
+        table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, usecols=cols, ndmin=2, dtype=np.float64)
+    except ValueError:
         raise ValueError(f"{source}: a row has missing or non-numeric attr_time/attr_x/attr_y/attr_z") from None
+    if not len(table):
+        raise ValueError(f"{source}: header only, no samples (expected {_EXPECTED})")
+    steps = np.diff(table[:, 0])
+    if len(steps) and np.count_nonzero(steps > 0) < len(steps) / 2:
+        raise ValueError(f"{source}: the clock (attr_time) does not increase: {np.count_nonzero(steps <= 0)} of "
+                         f"{len(steps)} steps are <= 0; expected milliseconds rising at about {FS:g} Hz")
     return table[:, 0], table[:, 1:]
 
 
-def _forearm_members(zf: zipfile.ZipFile, activity: str, where: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every forearm CSV in ``zf``, descending into nested zips."""
+def _member_bytes(zf: zipfile.ZipFile, name: str, where: str) -> bytes:
+    info = zf.getinfo(name)
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > MAX_MEMBER_BYTES or ratio > MAX_COMPRESSION_RATIO:
+        raise ValueError(f"{where}:{name} would expand to {info.file_size:,} bytes ({ratio:.0f}x its compressed "
+                         f"size); expected a CSV under {MAX_MEMBER_BYTES:,} bytes compressed at most "
+                         f"{MAX_COMPRESSION_RATIO}x (not a zip bomb)")
+    return zf.read(name)
+
+
+def _forearm_members(zf: zipfile.ZipFile, activity: str, where: str, depth: int = 0
+                     ) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every forearm CSV in ``zf``, descending into nested zips (at most MAX_ZIP_DEPTH deep)."""
     pattern = re.compile(rf"acc_{activity}(?:_\d+)?_{POSITION}\.csv", re.IGNORECASE)
     for name in sorted(zf.namelist()):
         base = name.rsplit("/", 1)[-1]
         if pattern.fullmatch(base):
-            yield f"{where}:{name}", zf.read(name)
+            yield f"{where}:{name}", _member_bytes(zf, name, where)
         elif base.lower().endswith(".zip"):
-            with zipfile.ZipFile(io.BytesIO(zf.read(name))) as inner:
-                yield from _forearm_members(inner, activity, f"{where}:{name}")
+            if depth + 1 > MAX_ZIP_DEPTH:
+                raise ValueError(f"{where}:{name} is nested {depth + 2} zips deep; expected at most "
+                                 f"{MAX_ZIP_DEPTH + 1} (the release nests sessions one level)")
+            try:
+                inner = zipfile.ZipFile(io.BytesIO(_member_bytes(zf, name, where)))
+            except zipfile.BadZipFile as e:
+                raise ValueError(f"{where}:{name}: not a readable zip ({e})") from None
+            with inner:
+                yield from _forearm_members(inner, activity, f"{where}:{name}", depth + 1)
 
 
 def _read_zip(path: Path, subject: int) -> Iterator[Recording]:
