@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+from flowfm.data.atomic import describe_entries
+
 __all__ = ["LOCK_NAME", "RunFolderError", "check_new_file", "claim", "owned", "release"]
 
 LOCK_NAME = ".flowfm.lock"
@@ -70,8 +72,7 @@ def _remove_outputs(out: Path, writes: Iterable[str], what: str) -> None:
     for p in sorted(ours):
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
-    note = f"; left {len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({', '.join(others[:5])}" \
-           f"{', ...' if len(others) > 5 else ''})" if others else ""
+    note = f"; left {describe_entries(others)} it did not write" if others else ""
     print(f"--overwrite: replacing the {what} in {out} (removed {len(ours)} entries it wrote{note})",
           file=sys.stderr)
 

@@ -66,7 +66,7 @@ def test_export_folder_is_locked_and_overwrite_replaces_only_its_files(trained, 
     _one_line_error(capsys, "already holds an ONNX export", "--overwrite")
     assert main(base + ["--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / "sampler.json").is_file()
-    assert "left 1 other entry (notes.txt)" in capsys.readouterr().err
+    assert "left 1 entry (notes.txt) it did not write" in capsys.readouterr().err
     assert not (out / LOCK_NAME).exists()
     capsys.readouterr()
     assert main(["export", "--checkpoint", str(trained / "run" / "model"), "--out", str(tmp_path / "bad"),

@@ -54,7 +54,7 @@ def test_existing_run_refused_then_overwritten(tmp_path, capsys):
     assert not (tmp_path / "train_config.json").exists() and not (tmp_path / ".train_config.json.tmp-0a1b2c").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"           # not written by the run: left, and named
     err = capsys.readouterr().err
-    assert "--overwrite" in err and "left 1 other entry (notes.txt)" in err
+    assert "--overwrite" in err and "left 1 entry (notes.txt) it did not write" in err
 
 
 def test_new_file_outputs_are_never_replaced_silently(tmp_path):

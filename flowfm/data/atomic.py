@@ -153,6 +153,12 @@ def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def describe_entries(names: list[str]) -> str:
+    """``"N entr(y|ies) (the first five names, ...)"``: how refusals and notes name a folder's entries."""
+    more = ", ..." if len(names) > 5 else ""
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'} ({', '.join(names[:5])}{more})"
+
+
 def check_replaceable(path: PathLike, replaces: Iterable[str]) -> None:
     """FileExistsError if the folder ``path`` holds an entry not named in ``replaces`` (so replacing it would
     delete files its writer did not make); nothing to check when it does not exist."""
@@ -161,9 +167,8 @@ def check_replaceable(path: PathLike, replaces: Iterable[str]) -> None:
         return
     foreign = sorted(p.name for p in target.iterdir() if p.name not in set(replaces))
     if foreign:
-        raise FileExistsError(f"{target} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} this "
-                              f"kind of folder does not ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}"
-                              f"); refusing to replace it: write into a new or empty folder")
+        raise FileExistsError(f"{target} holds {describe_entries(foreign)} that this kind of folder does not; "
+                              f"refusing to replace it: write into a new or empty folder")
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ a :class:`PretrainResult`. Generator flags given for a method they do not apply 
 """
 from __future__ import annotations
 
-
 import argparse
 import json
 from dataclasses import dataclass

@@ -23,8 +23,8 @@ from typing import Callable, Optional
 
 from flowfm.checkpoint import CONFIG, WEIGHTS, CheckpointError, read_state, sha256_file
 
-__all__ = ["CHECKPOINT_NAME", "RUN_ID_FILE", "new_run_id", "read_run_id", "named_latest", "checkpoint_order", "check_intact",
-           "resume_point", "state_run_id"]
+__all__ = ["CHECKPOINT_NAME", "RUN_ID_FILE", "new_run_id", "read_run_id", "named_latest", "checkpoint_order",
+           "check_intact", "resume_point", "state_run_id"]
 
 CHECKPOINT_NAME = re.compile(r"^(epoch_(\d{4,})|interrupted_e(\d{4,})_s(\d{6,}))$")
 RUN_ID_FILE = "run_id"
